@@ -1,0 +1,26 @@
+"""iss_keras: Intrinsic Sparse Structures for Keras 3 recurrent networks.
+
+Train LSTMs (GRUs, SimpleRNNs) with a group Lasso over each hidden unit's whole
+footprint, drive whole units to exactly zero, and rebuild the network as a
+smaller dense model whose outputs are verified to be the same.
+"""
+
+from iss_keras.discovery import PASS_THROUGH_LAYERS, UnsupportedLayerError, discover_groups
+from iss_keras.enforcement import ComponentEnforcer, ZeroOut
+from iss_keras.groups import Footprint, GroupSet, UnitFamily, group_lasso, group_sq_norms
+from iss_keras.penalties import (L1, ColumnGroupLasso, ISSRegularizer, RowGroupLasso,
+                                 UncoupledRegularizerError, couple, iss_penalty)
+from iss_keras.report import SparsityReport, SparsityReportCallback, sparsity_report
+from iss_keras.shrink import (ShrinkPlan, ShrinkVerificationError, apply_plan, make_plan,
+                              shrink, verify_equivalence)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ColumnGroupLasso", "ComponentEnforcer", "Footprint", "GroupSet", "ISSRegularizer", "L1",
+    "PASS_THROUGH_LAYERS", "RowGroupLasso", "ShrinkPlan", "ShrinkVerificationError",
+    "SparsityReport", "SparsityReportCallback", "UncoupledRegularizerError", "UnitFamily",
+    "UnsupportedLayerError", "ZeroOut", "apply_plan", "couple", "discover_groups",
+    "group_lasso", "group_sq_norms", "iss_penalty", "make_plan", "shrink", "sparsity_report",
+    "verify_equivalence",
+]

@@ -1,0 +1,302 @@
+"""Automatic discovery of ISS components in Sequential and Functional models.
+
+For every LSTM / GRU / SimpleRNN (also inside `Bidirectional`) the hidden
+state is followed through the graph to the layers that consume it. Each
+consumer contributes the rows of its input kernel that read the unit; layers
+that only pass values through channel by channel (Dropout, Activation, ...) are
+walked through, and `Concatenate` shifts the unit's channel offset. Anything
+else raises `UnsupportedLayerError` naming the layer: a silently smaller group
+would under-regularize, which is the failure this library exists to prevent.
+"""
+
+import keras
+
+from iss_keras.groups import Footprint, GroupSet, UnitFamily
+
+
+class UnsupportedLayerError(ValueError):
+    """A layer consumes hidden units in a way iss_keras cannot account for."""
+
+
+_RNN_CELLS = {
+    keras.layers.LSTMCell: 4,
+    keras.layers.GRUCell: 3,
+    keras.layers.SimpleRNNCell: 1,
+}
+
+# Layers that map channel k of their input to channel k of their output and
+# have no weights: a unit's outgoing weights are found behind them unchanged.
+PASS_THROUGH_LAYERS = (
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+    keras.layers.Activation,
+    keras.layers.ActivityRegularization,
+    keras.layers.Identity,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalMaxPooling1D,
+)
+
+SUPPORTED_CONSUMERS = (
+    "Dense, TimeDistributed(Dense), LSTM, GRU, SimpleRNN, Bidirectional(concat), "
+    "Concatenate (last axis), and channel-wise layers without weights ("
+    + ", ".join(c.__name__ for c in PASS_THROUGH_LAYERS) + ")")
+
+
+def rnn_cell(layer):
+    """The cell of a supported recurrent layer, or None if `layer` is not one."""
+    if isinstance(layer, keras.layers.RNN) and type(getattr(layer, "cell", None)) in _RNN_CELLS:
+        return layer.cell
+    return None
+
+
+def num_gates(cell):
+    return _RNN_CELLS[type(cell)]
+
+
+def functional_graph(model):
+    """The Functional object behind a Sequential or Functional model."""
+    if isinstance(model, keras.Sequential):
+        graph = getattr(model, "_functional", None)
+        if graph is None:
+            raise ValueError(
+                f"Sequential model {model.name!r} has no known input shape, so its "
+                "layers are not connected yet. Start it with keras.Input(shape=...) "
+                "or call model.build(input_shape) first.")
+        return graph
+    if isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth"):
+        return model
+    raise ValueError(
+        f"iss_keras needs a Sequential or Functional keras.Model; received "
+        f"{type(model).__name__} {getattr(model, 'name', model)!r}. Subclassed models "
+        "hide their graph: build the same network with the Functional API.")
+
+
+def _graph_nodes(graph):
+    nodes = []
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        nodes.extend(graph._nodes_by_depth[depth])
+    return nodes
+
+
+def _recurrent_input(node):
+    """The sequence tensor of a recurrent layer's call node."""
+    args, kwargs = node.arguments.args, node.arguments.kwargs
+    if args:
+        return args[0]
+    for name in ("sequences", "inputs"):
+        if name in kwargs:
+            return kwargs[name]
+    raise UnsupportedLayerError(f"Cannot find the input sequence of {node.operation.name!r}.")
+
+
+def _initial_state_tensors(node):
+    args, kwargs = node.arguments.args, node.arguments.kwargs
+    state = kwargs.get("initial_state", args[1] if len(args) > 1 else None)
+    if state is None:
+        return []
+    return list(keras.tree.flatten(state))
+
+
+class _Tracer:
+    def __init__(self, model):
+        self.model = model
+        self.graph = functional_graph(model)
+        self.nodes = _graph_nodes(self.graph)
+        self.consumers = {}
+        for node in self.nodes:
+            for tensor in node.arguments.keras_tensors:
+                self.consumers.setdefault(id(tensor), []).append(node)
+        self.output_index = {id(t): i for i, t in enumerate(self.graph.outputs)}
+        self.input_index = {id(t): i for i, t in enumerate(self.graph.inputs)}
+
+    # -- families -----------------------------------------------------------
+
+    def families(self):
+        seen = {}
+        families = []
+        for node in self.nodes:
+            layer = node.operation
+            if isinstance(layer, keras.Model):
+                self._reject_nested(layer)
+                continue
+            if not (rnn_cell(layer) or isinstance(layer, keras.layers.Bidirectional)):
+                continue
+            if id(layer) in seen:
+                raise UnsupportedLayerError(
+                    f"Recurrent layer {layer.name!r} is called more than once in the model; "
+                    "its units would be shared between calls. Use one layer per call.")
+            seen[id(layer)] = True
+            if isinstance(layer, keras.layers.Bidirectional):
+                families.extend(self._bidirectional(node))
+            else:
+                families.append(self._unidirectional(node))
+        return families
+
+    def _reject_nested(self, inner):
+        for sub in inner._flatten_layers(include_self=False):
+            if rnn_cell(sub) or isinstance(sub, keras.layers.Bidirectional):
+                raise UnsupportedLayerError(
+                    f"Recurrent layer {sub.name!r} sits inside nested model {inner.name!r}. "
+                    "iss_keras traces one level of graph: rebuild the model flat.")
+
+    def _own_footprints(self, rnn, gates):
+        cell = rnn.cell
+        units = cell.units
+        gate_offsets = [g * units for g in range(gates)]
+        fps = [
+            Footprint(cell.kernel.path, axis=1, offsets=gate_offsets, role="incoming"),
+            Footprint(cell.recurrent_kernel.path, axis=1, offsets=gate_offsets, role="incoming"),
+            Footprint(cell.recurrent_kernel.path, axis=0, role="recurrent"),
+        ]
+        if cell.use_bias:
+            bias_axis = len(cell.bias.shape) - 1  # GRU reset_after bias is (2, 3H)
+            fps.append(Footprint(cell.bias.path, axis=bias_axis, offsets=gate_offsets,
+                                 penalized=False, role="bias"))
+        return fps
+
+    def _check_rnn(self, rnn):
+        cell = rnn_cell(rnn)
+        if cell is None:
+            raise UnsupportedLayerError(
+                f"Layer {rnn.name!r} ({type(rnn).__name__}) wraps cell "
+                f"{type(getattr(rnn, 'cell', None)).__name__}; supported cells are "
+                "LSTMCell, GRUCell and SimpleRNNCell.")
+        return cell
+
+    def _unidirectional(self, node):
+        rnn = node.operation
+        cell = self._check_rnn(rnn)
+        family = UnitFamily(rnn.name, cell.units, self._own_footprints(rnn, num_gates(cell)))
+        self._initial_states(node, family, 0)
+        outputs = node.outputs
+        self._trace(outputs[0], 0, family, state=False)
+        for state in outputs[1:]:
+            self._trace(state, 0, family, state=True)
+        return family
+
+    def _bidirectional(self, node):
+        bidi = node.operation
+        if bidi.merge_mode != "concat":
+            raise UnsupportedLayerError(
+                f"Bidirectional layer {bidi.name!r} has merge_mode={bidi.merge_mode!r}; "
+                "only 'concat' keeps the two directions' units apart. Use merge_mode='concat'.")
+        fwd, bwd = bidi.forward_layer, bidi.backward_layer
+        families = []
+        for direction, rnn in (("forward", fwd), ("backward", bwd)):
+            cell = self._check_rnn(rnn)
+            families.append(UnitFamily(f"{bidi.name}/{direction}", cell.units,
+                                       self._own_footprints(rnn, num_gates(cell))))
+        f_fam, b_fam = families
+        outputs = node.outputs
+        self._trace(outputs[0], 0, f_fam, state=False)
+        self._trace(outputs[0], f_fam.size, b_fam, state=False)
+        if len(outputs) > 1:
+            n_states = (len(outputs) - 1) // 2
+            for s in outputs[1:1 + n_states]:
+                self._trace(s, 0, f_fam, state=True)
+            for s in outputs[1 + n_states:]:
+                self._trace(s, 0, b_fam, state=True)
+        if _initial_state_tensors(node):
+            raise UnsupportedLayerError(
+                f"Bidirectional layer {bidi.name!r} is called with initial_state; "
+                "that is not supported by iss_keras yet.")
+        return families
+
+    def _initial_states(self, node, family, start):
+        for tensor in _initial_state_tensors(node):
+            index = self.input_index.get(id(tensor))
+            if index is None:
+                raise UnsupportedLayerError(
+                    f"The initial_state of {node.operation.name!r} is computed inside the "
+                    "model, which ties its units to another layer's; iss_keras supports "
+                    "initial states that are model inputs only.")
+            family.resized_tensors.append({"kind": "input", "index": index, "start": start})
+
+    # -- consumers ----------------------------------------------------------
+
+    def _trace(self, tensor, start, family, state):
+        if id(tensor) in self.output_index:
+            index = self.output_index[id(tensor)]
+            if state:
+                # A returned state is fed back by the caller: it shrinks with the layer.
+                family.resized_tensors.append({"kind": "output", "index": index, "start": start})
+            else:
+                family.removal_blockers.append(
+                    f"model output {index} exposes the hidden units directly")
+        for node in self.consumers.get(id(tensor), []):
+            self._consume(node, tensor, start, family)
+
+    def _add(self, family, footprint):
+        if all(f.key() != footprint.key() for f in family.footprints):
+            family.footprints.append(footprint)
+
+    def _consume(self, node, tensor, start, family):
+        layer = node.operation
+        inner = layer.layer if isinstance(layer, keras.layers.TimeDistributed) else layer
+        if isinstance(inner, PASS_THROUGH_LAYERS):
+            for out in node.outputs:
+                self._trace(out, start, family, state=False)
+        elif isinstance(inner, keras.layers.Dense):
+            self._add(family, Footprint(inner.kernel.path, axis=0, start=start))
+        elif isinstance(layer, keras.layers.Concatenate):
+            self._concatenate(node, tensor, start, family)
+        elif rnn_cell(layer) is not None or isinstance(layer, keras.layers.Bidirectional):
+            if _recurrent_input(node) is not tensor:
+                raise UnsupportedLayerError(
+                    f"The hidden state of {family.name!r} is the initial_state of "
+                    f"{layer.name!r}; coupling the units of two recurrent layers "
+                    "through their states is not supported yet.")
+            rnns = ([layer.forward_layer, layer.backward_layer]
+                    if isinstance(layer, keras.layers.Bidirectional) else [layer])
+            for rnn in rnns:
+                self._add(family, Footprint(self._check_rnn(rnn).kernel.path, axis=0, start=start))
+        else:
+            raise UnsupportedLayerError(
+                f"Layer {layer.name!r} ({type(layer).__name__}) consumes the hidden units of "
+                f"{family.name!r}, but iss_keras cannot tell which of its weights read "
+                f"which unit, or removing a unit would change what it computes. "
+                f"Supported consumers: {SUPPORTED_CONSUMERS}.")
+
+    def _concatenate(self, node, tensor, start, family):
+        layer = node.operation
+        inputs = node.arguments.keras_tensors
+        rank = len(tensor.shape)
+        if layer.axis not in (-1, rank - 1):
+            raise UnsupportedLayerError(
+                f"Concatenate layer {layer.name!r} joins along axis {layer.axis}; only the "
+                "last (feature) axis keeps units apart.")
+        offset = 0
+        for t in inputs:
+            if t is tensor:
+                self._trace(node.outputs[0], offset + start, family, state=False)
+            offset += int(t.shape[-1])
+
+
+def discover_groups(model):
+    """Find the ISS components of every recurrent layer in `model`.
+
+    Args:
+        model: a built Sequential or Functional `keras.Model`.
+
+    Returns:
+        A `GroupSet` with one `UnitFamily` per recurrent layer (two for a
+        `Bidirectional`: `"<name>/forward"` and `"<name>/backward"`).
+
+    Raises:
+        UnsupportedLayerError: if a layer consumes hidden units in a way that
+            cannot be accounted for.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((None, 8)), keras.layers.LSTM(16),
+    ...                           keras.layers.Dense(3)])
+    >>> [f.name for f in discover_groups(model)]
+    ['lstm']
+    """
+    return GroupSet(_Tracer(model).families())

@@ -1,0 +1,78 @@
+"""Independent NumPy references and model builders shared by the tests."""
+
+import keras
+import numpy as np
+from keras import ops
+
+import iss_keras
+
+
+def value(v):
+    return np.asarray(ops.convert_to_numpy(v), dtype=np.float64)
+
+
+def component_elements(cell, k, consumers):
+    """Set of (variable path, index tuple) owned by unit k, built element by element.
+
+    `consumers` lists (variable, row offset) pairs of the unit's consumers.
+    """
+    units = cell.units
+    gates = cell.kernel.shape[1] // units
+    elements = set()
+    for g in range(gates):
+        col = g * units + k
+        for r in range(cell.kernel.shape[0]):
+            elements.add((cell.kernel.path, (r, col)))
+        for r in range(units):
+            elements.add((cell.recurrent_kernel.path, (r, col)))
+    for c in range(cell.recurrent_kernel.shape[1]):
+        elements.add((cell.recurrent_kernel.path, (k, c)))
+    for var, offset in consumers:
+        for c in range(var.shape[1]):
+            elements.add((var.path, (offset + k, c)))
+    return elements
+
+
+def reference_penalty(cell, consumers, strength):
+    """strength * sum_k sqrt(sum of w^2 over component k + 1e-8), by enumeration."""
+    values = {}
+    total = 0.0
+    for k in range(cell.units):
+        sq = 0.0
+        for path, index in component_elements(cell, k, consumers):
+            if path not in values:
+                values[path] = value(_var_by_path(cell, consumers, path))
+            sq += values[path][index] ** 2
+        total += np.sqrt(sq + 1e-8)
+    return strength * total
+
+
+def _var_by_path(cell, consumers, path):
+    for v in [cell.kernel, cell.recurrent_kernel] + [c for c, _ in consumers]:
+        if v.path == path:
+            return v
+    raise KeyError(path)
+
+
+def randomize(model, seed=0, scale=0.5):
+    """Give every weight (biases included) random nonzero values."""
+    rng = np.random.default_rng(seed)
+    for v in model.weights:
+        if v.trainable:
+            v.assign(rng.normal(scale=scale, size=v.shape).astype(v.dtype))
+
+
+def zero_outgoing(model, family, units):
+    """Zero the outgoing weights (recurrent row, consumer rows) of `units` of a family."""
+    variables = iss_keras.groups.variables_by_path(model)
+    for fp in family.outgoing:
+        w = value(variables[fp.variable]).astype(np.float32)
+        index = fp.indices(family.size)[list(units)].reshape(-1)
+        w = np.moveaxis(w, fp.axis, 0)
+        w[index] = 0.0
+        variables[fp.variable].assign(np.moveaxis(w, 0, fp.axis))
+
+
+def run(model, inputs):
+    out = model(inputs, training=False)
+    return [value(o) for o in keras.tree.flatten(out)]

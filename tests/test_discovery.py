@@ -1,0 +1,83 @@
+import keras
+import pytest
+
+import iss_keras
+
+
+def test_groups_of_stacked_lstm_and_json_round_trip():
+    model = keras.Sequential([keras.Input((None, 3)), keras.layers.LSTM(4, return_sequences=True),
+                              keras.layers.Dropout(0.5), keras.layers.LSTM(2), keras.layers.Dense(5)])
+    groups = iss_keras.discover_groups(model)
+    assert [f.name for f in groups] == ["lstm", "lstm_1"]
+    first = groups["lstm"]
+    roles = sorted((fp.role, fp.variable.split("/")[-1], fp.axis) for fp in first.footprints)
+    assert roles == [("bias", "bias", 0), ("incoming", "kernel", 1),
+                     ("incoming", "recurrent_kernel", 1), ("outgoing", "kernel", 0),
+                     ("recurrent", "recurrent_kernel", 0)]
+    consumer = [fp for fp in first.footprints if fp.role == "outgoing"][0]
+    assert consumer.variable == model.layers[2].cell.kernel.path
+    assert list(first.footprints[0].indices(4)[1]) == [1, 5, 9, 13]
+    again = iss_keras.GroupSet.from_json(groups.to_json())
+    assert again.get_config() == groups.get_config()
+
+
+def test_concatenate_offsets_and_time_distributed():
+    inp = keras.Input((None, 3))
+    a = keras.layers.GRU(4, return_sequences=True)(inp)
+    b = keras.layers.SimpleRNN(2, return_sequences=True)(inp)
+    x = keras.layers.Concatenate()([b, keras.layers.Activation("tanh")(a)])
+    out = keras.layers.TimeDistributed(keras.layers.Dense(1))(x)
+    groups = iss_keras.discover_groups(keras.Model(inp, out))
+    starts = {f.name: [fp.start for fp in f.footprints if fp.role == "outgoing"] for f in groups}
+    assert starts == {"gru": [2], "simple_rnn": [0]}
+
+
+def _build(make_consumer):
+    inp = keras.Input((None, 3))
+    x = keras.layers.LSTM(4, return_sequences=True)(inp)
+    return keras.Model(inp, make_consumer(x))
+
+
+@pytest.mark.parametrize("consumer, name", [
+    (lambda x: keras.layers.LayerNormalization(name="norm")(x), "norm"),
+    (lambda x: keras.layers.Add(name="residual")([x, x]), "residual"),
+    (lambda x: keras.layers.Flatten(name="flat")(x), "flat"),
+    (lambda x: keras.layers.Dense(2, name="head")(keras.layers.Softmax(name="softmax")(x)), "softmax"),
+])
+def test_unsupported_consumer_names_the_layer(consumer, name):
+    with pytest.raises(iss_keras.UnsupportedLayerError, match=f"'{name}'"):
+        iss_keras.discover_groups(_build(consumer))
+
+
+def test_bidirectional_sum_merge_is_rejected():
+    model = keras.Sequential([keras.Input((None, 3)),
+                              keras.layers.Bidirectional(keras.layers.LSTM(2), merge_mode="sum", name="bi")])
+    with pytest.raises(iss_keras.UnsupportedLayerError, match="merge_mode"):
+        iss_keras.discover_groups(model)
+
+
+def test_hidden_state_as_model_output_blocks_removal():
+    model = keras.Sequential([keras.Input((None, 3)), keras.layers.LSTM(4)])
+    (family,) = iss_keras.discover_groups(model)
+    assert family.removal_blockers and "model output" in family.removal_blockers[0]
+
+
+def test_unbuilt_sequential_and_subclassed_models_get_clear_errors():
+    with pytest.raises(ValueError, match="keras.Input"):
+        iss_keras.discover_groups(keras.Sequential([keras.layers.LSTM(2)]))
+
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.rnn = keras.layers.LSTM(2)
+
+        def call(self, x):
+            return self.rnn(x)
+
+    with pytest.raises(ValueError, match="Functional API"):
+        iss_keras.discover_groups(Sub())
+
+
+def test_footprint_errors_quote_the_value():
+    with pytest.raises(ValueError, match="Received: axis=-1"):
+        iss_keras.Footprint("v", axis=-1)

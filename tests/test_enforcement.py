@@ -1,0 +1,98 @@
+import keras
+import numpy as np
+import pytest
+
+import iss_keras
+from helpers import randomize, value
+
+
+def test_zero_out_sets_small_weights_to_exact_zero():
+    w = np.array([[1e-5, -2e-5, 0.5], [-0.3, 9e-5, 2e-4]], np.float32)
+    out = value(iss_keras.ZeroOut(1e-4)(w))
+    np.testing.assert_array_equal(out, np.array([[0, 0, 0.5], [-0.3, 0, 2e-4]], np.float32))
+    with pytest.raises(ValueError, match="Received: threshold=0"):
+        iss_keras.ZeroOut(0)
+
+
+def test_zero_out_runs_after_each_optimizer_step():
+    layer = keras.layers.Dense(3, kernel_constraint=iss_keras.ZeroOut(0.05), use_bias=False)
+    model = keras.Sequential([keras.Input((4,)), layer])
+    model.compile(keras.optimizers.SGD(1e-3), "mse")
+    layer.kernel.assign(np.full((4, 3), 0.04, np.float32))
+    model.fit(np.ones((8, 4)), np.ones((8, 3)), epochs=1, batch_size=8, verbose=0)
+    assert np.all(value(layer.kernel) == 0.0)
+
+
+def _model(strength=0.1, proximal=False):
+    return keras.Sequential([
+        keras.Input((None, 3)),
+        keras.layers.LSTM(4, return_sequences=True,
+                          recurrent_regularizer=iss_keras.ISSRegularizer(strength, proximal=proximal)),
+        keras.layers.Dense(2)])
+
+
+def _enforcer(model, **kwargs):
+    groups = iss_keras.couple(model)
+    enforcer = iss_keras.ComponentEnforcer(groups, **kwargs)
+    enforcer.set_model(model)
+    return groups, enforcer
+
+
+def test_threshold_mode_zeroes_whole_small_components_and_freezes_them():
+    model = _model()
+    randomize(model, scale=0.5)
+    groups, enforcer = _enforcer(model, mode="threshold", threshold=0.5)
+    family = groups["lstm"]
+    variables = iss_keras.groups.variables_by_path(model)
+    for fp in family.penalized:  # make unit 2 tiny everywhere
+        w = value(variables[fp.variable]).astype(np.float32)
+        w = np.moveaxis(w, fp.axis, 0)
+        w[fp.indices(4)[2]] *= 1e-3
+        variables[fp.variable].assign(np.moveaxis(w, 0, fp.axis))
+    enforcer.on_train_begin()
+    assert enforcer.enforce() == 1
+    norms = np.sqrt(value(iss_keras.group_sq_norms(family, variables)))
+    assert norms[2] == 0.0 and np.all(norms[[0, 1, 3]] > 0.5)
+    assert iss_keras.make_plan(model).kept == {"lstm": [0, 1, 3]}
+    # Revive unit 2 as a gradient step would: freezing puts it back to zero.
+    rk = value(model.layers[0].cell.recurrent_kernel).astype(np.float32)
+    rk[2, :] = 1.0
+    model.layers[0].cell.recurrent_kernel.assign(rk)
+    enforcer.enforce()
+    assert np.all(value(model.layers[0].cell.recurrent_kernel)[2] == 0.0)
+
+
+def test_proximal_step_is_group_soft_threshold():
+    model = _model(strength=0.2, proximal=True)
+    randomize(model, scale=0.3)
+    model.compile(keras.optimizers.SGD(0.5), "mse")
+    groups, enforcer = _enforcer(model, mode="proximal", freeze=False)
+    family = groups["lstm"]
+    variables = iss_keras.groups.variables_by_path(model)
+    dense_before = value(model.layers[1].kernel)
+    norms = np.sqrt(value(iss_keras.group_sq_norms(family, variables)))
+    enforcer.enforce()
+    factors = np.maximum(0.0, 1 - 0.5 * 0.2 / norms)
+    # The consumer row of unit k belongs to component k only: scaled once.
+    np.testing.assert_allclose(value(model.layers[1].kernel), dense_before * factors[:, None], rtol=1e-5)
+    # The loss still reports the penalty but gives it no gradient.
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        loss = sum(model.losses)
+    assert float(value(loss)) > 0
+    assert tape.gradient(loss, model.layers[0].cell.recurrent_kernel.value) is None
+
+
+def test_proximal_mode_needs_regularizer_strength():
+    model = keras.Sequential([keras.Input((None, 3)), keras.layers.LSTM(4, return_sequences=True),
+                              keras.layers.Dense(2)])
+    model.compile(keras.optimizers.SGD(0.5), "mse")
+    _, enforcer = _enforcer(model, mode="proximal")
+    with pytest.raises(ValueError, match="ISSRegularizer"):
+        enforcer.enforce()
+
+
+def test_enforcer_rejects_bad_mode():
+    with pytest.raises(ValueError, match="Received: mode='soft'"):
+        iss_keras.ComponentEnforcer(None, mode="soft")

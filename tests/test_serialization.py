@@ -1,0 +1,35 @@
+import keras
+import numpy as np
+
+import iss_keras
+from helpers import randomize, value
+
+
+def test_keras_file_round_trip_keeps_regularizers_constraints_and_penalty(tmp_path):
+    model = keras.Sequential([
+        keras.Input((None,), dtype="int32"),
+        keras.layers.Embedding(30, 4),
+        keras.layers.LSTM(5, return_sequences=True,
+                          recurrent_regularizer=iss_keras.ISSRegularizer(0.02, proximal=True),
+                          kernel_constraint=iss_keras.ZeroOut(1e-3),
+                          recurrent_constraint=iss_keras.ZeroOut(1e-3)),
+        keras.layers.Dense(30, kernel_regularizer=iss_keras.RowGroupLasso(0.1),
+                           bias_regularizer=iss_keras.L1(0.01)),
+    ])
+    randomize(model)
+    iss_keras.couple(model)
+    expected = value(iss_keras.iss_penalty(model))
+    expected_losses = sum(value(x) for x in model.losses)
+    path = tmp_path / "m.keras"
+    model.save(path)
+
+    loaded = keras.saving.load_model(path)
+    lstm = loaded.layers[1]
+    reg = lstm.cell.recurrent_kernel.regularizer
+    assert isinstance(reg, iss_keras.ISSRegularizer) and reg.get_config() == {"strength": 0.02, "proximal": True}
+    assert isinstance(lstm.cell.kernel.constraint, iss_keras.ZeroOut)
+    assert lstm.cell.kernel.constraint.threshold == 1e-3
+    assert isinstance(loaded.layers[2].kernel.regularizer, iss_keras.RowGroupLasso)
+    iss_keras.couple(loaded)
+    np.testing.assert_allclose(value(iss_keras.iss_penalty(loaded)), expected, rtol=1e-6)
+    np.testing.assert_allclose(sum(value(x) for x in loaded.losses), expected_losses, rtol=1e-6)
