@@ -89,39 +89,37 @@ class ISSRegularizer(keras.regularizers.Regularizer):
         return {"strength": self.strength, "proximal": self.proximal}
 
 
-def _check_axis_matrix(x, name):
-    if len(x.shape) != 2:
-        raise ValueError(f"{name} expects a 2-D weight matrix. Received shape {tuple(x.shape)}.")
+class _HyperplaneGroupLasso(keras.regularizers.Regularizer):
+    """Group Lasso whose groups are the rows or the columns of a 2-D weight."""
+
+    reduce_axis = None  # the axis summed within a group
+
+    def __init__(self, strength=1e-3):
+        self.strength = _check_strength(strength)
+
+    def __call__(self, x):
+        if len(x.shape) != 2:
+            raise ValueError(f"{type(self).__name__} expects a 2-D weight matrix. "
+                             f"Received shape {tuple(x.shape)}.")
+        norms = ops.sqrt(ops.sum(ops.square(x), axis=self.reduce_axis) + EPSILON)
+        return self.strength * ops.sum(norms)
+
+    def get_config(self):
+        return {"strength": self.strength}
 
 
 @keras.saving.register_keras_serializable(package="iss_keras")
-class RowGroupLasso(keras.regularizers.Regularizer):
+class RowGroupLasso(_HyperplaneGroupLasso):
     """`strength * sum_rows sqrt(||row||^2 + 1e-8)` on a 2-D weight (the original's row lasso)."""
 
-    def __init__(self, strength=1e-3):
-        self.strength = _check_strength(strength)
-
-    def __call__(self, x):
-        _check_axis_matrix(x, "RowGroupLasso")
-        return self.strength * ops.sum(ops.sqrt(ops.sum(ops.square(x), axis=1) + EPSILON))
-
-    def get_config(self):
-        return {"strength": self.strength}
+    reduce_axis = 1
 
 
 @keras.saving.register_keras_serializable(package="iss_keras")
-class ColumnGroupLasso(keras.regularizers.Regularizer):
+class ColumnGroupLasso(_HyperplaneGroupLasso):
     """`strength * sum_cols sqrt(||column||^2 + 1e-8)` on a 2-D weight."""
 
-    def __init__(self, strength=1e-3):
-        self.strength = _check_strength(strength)
-
-    def __call__(self, x):
-        _check_axis_matrix(x, "ColumnGroupLasso")
-        return self.strength * ops.sum(ops.sqrt(ops.sum(ops.square(x), axis=0) + EPSILON))
-
-    def get_config(self):
-        return {"strength": self.strength}
+    reduce_axis = 0
 
 
 # Element-wise (non-structured) sparsity, as the original's L1 recipe:

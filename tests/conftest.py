@@ -1,4 +1,3 @@
-import collections
 import os
 
 import numpy as np
@@ -12,15 +11,11 @@ PTB_DIR = os.path.join(SHARED_DATA, "ptb")
 
 
 def ptb_ids(split, vocab_size):
-    """Token ids of a PTB split over the `vocab_size - 1` most frequent train words (+<unk>)."""
-    def words(name):
-        with open(os.path.join(PTB_DIR, f"ptb.{name}.txt")) as f:
-            return f.read().replace("\n", " <eos> ").split()
+    """Token ids of a PTB split over the `vocab_size - 1` most frequent train words (+ id 0)."""
+    from iss_keras.datasets import load_ptb
 
-    counts = collections.Counter(words("train"))
-    vocab = [w for w, _ in counts.most_common(vocab_size - 1)]
-    index = {w: i + 1 for i, w in enumerate(vocab)}  # 0 = out of vocabulary
-    return np.array([index.get(w, 0) for w in words(split)], dtype=np.int32)
+    splits, _ = load_ptb(PTB_DIR, vocab_size)
+    return splits[split]
 
 
 @pytest.fixture(scope="session")

@@ -7,20 +7,16 @@ import pytest
 import iss_keras
 from conftest import ptb_ids
 from helpers import value
+from iss_keras.datasets import lm_windows
 
 VOCAB, STEPS, BATCH = 500, 20, 32
-
-
-def _windows(ids):
-    n = (len(ids) - 1) // STEPS
-    return ids[:n * STEPS].reshape(n, STEPS), ids[1:n * STEPS + 1].reshape(n, STEPS)
 
 
 @pytest.mark.slow
 def test_iss_training_on_ptb_zeroes_whole_units_and_shrinks_exactly(ptb_dir):
     keras.utils.set_random_seed(0)
-    x, y = _windows(ptb_ids("train", VOCAB)[:60000])
-    vx, vy = _windows(ptb_ids("valid", VOCAB)[:8000])
+    x, y = lm_windows(ptb_ids("train", VOCAB)[:60000], STEPS)
+    vx, vy = lm_windows(ptb_ids("valid", VOCAB)[:8000], STEPS)
     zero = iss_keras.ZeroOut(1e-4)
 
     def lstm():
