@@ -32,7 +32,8 @@ def main():
         out = os.path.join(args.out, mode)
         cmd = [sys.executable, QUICKSTART, f"--data_dir={args.data_dir}", f"--mode={mode}",
                f"--out={out}"] + extra
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
         with open(os.path.join(out, "results.json")) as f:
             results[mode] = json.load(f)
     summary = {mode: {k: r[k] for k in ("hidden_after", "weights_after", "macs_per_token_after",
