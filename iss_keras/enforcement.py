@@ -20,6 +20,7 @@ import numpy as np
 from keras import ops
 
 from iss_keras.groups import group_sq_norms, variables_by_path
+from iss_keras.penalties import iss_regularizers
 
 
 @keras.saving.register_keras_serializable(package="iss_keras")
@@ -123,8 +124,6 @@ class ComponentEnforcer(keras.callbacks.Callback):
         self._step = 0
 
     def _strengths(self):
-        from iss_keras.penalties import iss_regularizers
-
         regs = iss_regularizers(self.model)
         missing = [f.name for f in self.groups if f.name not in regs]
         if missing:

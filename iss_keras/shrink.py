@@ -206,7 +206,7 @@ def _set_units(rnn_config, units):
     target["units"] = units
 
 
-def _clone_with_sizes(model, plan, maps):
+def _clone_with_sizes(model, plan):
     new_units = {}
     for name, (layer, key) in _family_layers(model).items():
         if name not in plan.new_sizes:
@@ -305,7 +305,7 @@ def apply_plan(model, plan):
         check_footprints(family, old_vars)
     shapes = {p: tuple(v.shape) for p, v in old_vars.items()}
     maps = index_maps(plan, shapes)
-    new_model = _clone_with_sizes(model, plan, maps)
+    new_model = _clone_with_sizes(model, plan)
     new_vars = _pair_variables(model, new_model)
     per_variable = {}
     for (path, axis), order in maps.items():
