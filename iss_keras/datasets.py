@@ -36,12 +36,11 @@ def load_ptb(data_dir, vocab_size=None):
     counts = collections.Counter(words["train"])
     if vocab_size is None:
         vocabulary = sorted(counts, key=lambda w: (-counts[w], w))
-        index = {w: i for i, w in enumerate(vocabulary)}
+    elif vocab_size < 2:
+        raise ValueError(f"vocab_size must be >= 2. Received: vocab_size={vocab_size}")
     else:
-        if vocab_size < 2:
-            raise ValueError(f"vocab_size must be >= 2. Received: vocab_size={vocab_size}")
         vocabulary = ["<oov>"] + [w for w, _ in counts.most_common(vocab_size - 1)]
-        index = {w: i for i, w in enumerate(vocabulary)}
+    index = {w: i for i, w in enumerate(vocabulary)}
     splits = {name: np.array([index.get(w, 0) for w in ws], dtype=np.int32)
               for name, ws in words.items()}
     return splits, vocabulary
