@@ -7,6 +7,8 @@ smaller dense model whose outputs are verified to be the same.
 
 from iss_keras.discovery import PASS_THROUGH_LAYERS, UnsupportedLayerError, discover_groups
 from iss_keras.enforcement import ComponentEnforcer, ZeroOut
+from iss_keras.export import (ExportReport, ExportVerificationError, export_saved_model,
+                              export_tflite)
 from iss_keras.groups import Footprint, GroupSet, UnitFamily, group_lasso, group_sq_norms
 from iss_keras.penalties import (L1, ColumnGroupLasso, ISSRegularizer, RowGroupLasso,
                                  UncoupledRegularizerError, couple, iss_penalty)
@@ -17,10 +19,10 @@ from iss_keras.shrink import (ShrinkPlan, ShrinkVerificationError, apply_plan, m
 __version__ = "0.1.0"
 
 __all__ = [
-    "ColumnGroupLasso", "ComponentEnforcer", "Footprint", "GroupSet", "ISSRegularizer", "L1",
+    "ColumnGroupLasso", "ComponentEnforcer", "ExportReport", "ExportVerificationError", "Footprint", "GroupSet", "ISSRegularizer", "L1",
     "PASS_THROUGH_LAYERS", "RowGroupLasso", "ShrinkPlan", "ShrinkVerificationError",
     "SparsityReport", "SparsityReportCallback", "UncoupledRegularizerError", "UnitFamily",
-    "UnsupportedLayerError", "ZeroOut", "apply_plan", "couple", "discover_groups",
+    "UnsupportedLayerError", "ZeroOut", "apply_plan", "couple", "discover_groups", "export_saved_model", "export_tflite",
     "group_lasso", "group_sq_norms", "iss_penalty", "make_plan", "shrink", "sparsity_report",
     "verify_equivalence",
 ]

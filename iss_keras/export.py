@@ -1,0 +1,361 @@
+"""Export for servers (SavedModel) and devices (TFLite), each checked against Keras.
+
+Both exporters run under the TensorFlow backend (train under any backend, save
+a `.keras` file, export in a TensorFlow process). Every export is verified
+before it is moved into place: the written SavedModel is loaded back and the
+TFLite flatbuffer is run in `ai_edge_litert`, both on a probe batch, and their
+outputs are compared with the Keras model's. Files are written to a temporary
+path beside the target and renamed, so an interrupted or failed export never
+leaves a half-written model where a good one was.
+
+TFLite path: a Keras 3 LSTM converts to a WHILE loop of builtin ops (no Flex
+delegate) when the signature is static. Copying the weights into a `tf_keras`
+LSTM instead gives the fused UNIDIRECTIONAL_SEQUENCE_LSTM op, but it measured
+1.3x to 6x slower in `ai_edge_litert` on x86 CPUs (`benchmarks/tflite_lstm_paths.py`),
+so only the builtin WHILE path is offered.
+"""
+
+import contextlib
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+from keras import ops
+
+from iss_keras.shrink import probe_inputs
+
+QUANTIZATIONS = (None, "int8", "float16")
+
+# Largest relative difference |TFLite - Keras| / max(1, max|Keras|) accepted by
+# default. Dynamic-range int8 quantizes every weight matrix to 8 bits, so its
+# outputs move by about 1% of their range; float16 weights by about 0.05%.
+DEFAULT_TOLERANCES = {None: 1e-4, "float16": 5e-3, "int8": 5e-2}
+
+
+class ExportVerificationError(AssertionError):
+    """The exported model does not reproduce the Keras model's outputs."""
+
+
+class ExportReport:
+    """What was written and how closely it matches Keras.
+
+    Attributes:
+        path: the exported file or directory.
+        format: `"saved_model"` or `"tflite"`.
+        size_bytes: size on disk.
+        max_abs_diff: largest |exported - Keras| on the probe batch.
+        max_rel_diff: the same divided by max(1, max|Keras output|).
+        input_shapes: the signature's input shapes (None = dynamic).
+        ops: sorted builtin op names (TFLite only).
+        quantize: None, "int8" or "float16" (TFLite only).
+    """
+
+    def __init__(self, path, format, size_bytes, max_abs_diff, max_rel_diff, input_shapes,
+                 ops=None, quantize=None):
+        self.path = path
+        self.format = format
+        self.size_bytes = int(size_bytes)
+        self.max_abs_diff = float(max_abs_diff)
+        self.max_rel_diff = float(max_rel_diff)
+        self.input_shapes = [list(s) for s in input_shapes]
+        self.ops = list(ops) if ops is not None else None
+        self.quantize = quantize
+
+    def to_dict(self):
+        return dict(vars(self))
+
+    def __str__(self):
+        text = (f"{self.format} {self.path}: {self.size_bytes / 1e6:.2f} MB, inputs "
+                f"{self.input_shapes}, max |exported - keras| = {self.max_abs_diff:.3g}")
+        if self.quantize:
+            text += f" (quantize={self.quantize})"
+        if self.ops is not None:
+            text += "\n  ops: " + ", ".join(self.ops)
+        return text
+
+
+def _tensorflow():
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            f"Export needs the TensorFlow backend; this process runs "
+            f"KERAS_BACKEND={keras.backend.backend()!r}. Save the model with "
+            "model.save('model.keras') and export it in a process started with "
+            "KERAS_BACKEND=tensorflow.")
+    import tensorflow as tf
+
+    return tf
+
+
+def input_shapes(model, batch_size=None, steps=None):
+    """The model's input shapes with unknown batch and time sizes filled in.
+
+    Args:
+        model: a Keras model.
+        batch_size: size for an unknown batch axis (None keeps it dynamic).
+        steps: size for an unknown time axis (axis 1 of inputs of rank >= 2).
+    """
+    shapes = []
+    for tensor in model.inputs:
+        shape = list(tensor.shape)
+        if shape and shape[0] is None:
+            shape[0] = batch_size
+        if len(shape) > 1 and shape[1] is None:
+            shape[1] = steps
+        shapes.append(shape)
+    return shapes
+
+
+def _signature(tf, model, shapes):
+    return [tf.TensorSpec(shape, dtype=keras.backend.standardize_dtype(t.dtype), name=_name(t, i))
+            for i, (t, shape) in enumerate(zip(model.inputs, shapes))]
+
+
+def _name(tensor, index):
+    name = getattr(tensor, "name", None) or f"input_{index}"
+    return name.replace(":", "_").replace("/", "_")
+
+
+def _serving_fn(model):
+    def serve(*args):
+        return model(list(args) if len(args) > 1 else args[0], training=False)
+
+    return serve
+
+
+def _archive(model, shapes, endpoint="serve"):
+    tf = _tensorflow()
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(endpoint, _serving_fn(model), input_signature=_signature(tf, model, shapes))
+    return archive
+
+
+def _probe(model, shapes):
+    first = shapes[0] if shapes else []
+    batch = first[0] if first and first[0] is not None else 2
+    time = first[1] if len(first) > 1 and first[1] is not None else 7
+    return probe_inputs(model, batch=batch, steps=time)
+
+
+def _keras_outputs(model, inputs):
+    for layer in model._flatten_layers():
+        if getattr(layer, "stateful", False) and hasattr(layer, "reset_states"):
+            layer.reset_states()
+    out = model(inputs if len(inputs) > 1 else inputs[0], training=False)
+    return [np.asarray(ops.convert_to_numpy(o)) for o in keras.tree.flatten(out)]
+
+
+def _compare(expected, got, tolerance, what):
+    if len(expected) != len(got):
+        raise ExportVerificationError(f"{what} returns {len(got)} outputs, Keras {len(expected)}.")
+    worst_abs = worst_rel = 0.0
+    for i, (e, g) in enumerate(zip(expected, got)):
+        g = np.asarray(g)
+        if e.shape != g.shape:
+            raise ExportVerificationError(
+                f"Output {i} of the {what} has shape {g.shape}; Keras gives {e.shape}.")
+        diff = float(np.abs(e.astype(np.float64) - g).max()) if e.size else 0.0
+        rel = diff / max(1.0, float(np.abs(e).max()) if e.size else 1.0)
+        worst_abs, worst_rel = max(worst_abs, diff), max(worst_rel, rel)
+        if not rel <= tolerance:
+            raise ExportVerificationError(
+                f"Output {i} of the {what} differs from Keras by {diff:.3g} ({rel:.3g} relative), "
+                f"above tolerance={tolerance}. Nothing was written. If quantization is on, a "
+                "looser tolerance may be right; otherwise please report this model.")
+    return worst_abs, worst_rel
+
+
+@contextlib.contextmanager
+def _atomic_path(path, directory):
+    """Yield a temporary path beside `path`; on success move it onto `path`."""
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    base = os.path.basename(path)
+    if directory:
+        tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
+    else:
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.tmp-", dir=parent)
+        os.close(fd)
+
+    def remove(p):
+        if os.path.isdir(p):
+            shutil.rmtree(p, ignore_errors=True)
+        elif os.path.exists(p):
+            os.remove(p)
+
+    try:
+        yield tmp
+        if directory and os.path.exists(path):
+            # A directory cannot be replaced in one rename: park the old one,
+            # move the new one in, then delete the old one.
+            old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
+            os.rmdir(old)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            remove(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        remove(tmp)
+        raise
+
+
+def _size(path):
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def export_saved_model(model, path, batch_size=None, steps=None, probe=None, tolerance=1e-5,
+                       endpoint="serve"):
+    """Write `model` as a TensorFlow SavedModel with one serving endpoint.
+
+    Args:
+        model: a Keras model (Sequential or Functional).
+        path: the SavedModel directory to create or replace.
+        batch_size: fixed batch size of the signature (None: dynamic).
+        steps: fixed sequence length (None: dynamic).
+        probe: list of input arrays for the check (random ones if None).
+        tolerance: largest relative output difference accepted.
+        endpoint: name of the serving function.
+
+    Returns:
+        An `ExportReport`.
+
+    Raises:
+        ExportVerificationError: the reloaded SavedModel's outputs differ; the
+            previous contents of `path` are left as they were.
+
+    Example:
+
+    >>> report = iss_keras.export_saved_model(small, "runs/ptb/saved_model")
+    >>> served = tf.saved_model.load("runs/ptb/saved_model").serve(tokens)
+    """
+    tf = _tensorflow()
+    shapes = input_shapes(model, batch_size, steps)
+    archive = _archive(model, shapes, endpoint)
+    inputs = probe if probe is not None else _probe(model, shapes)
+    expected = _keras_outputs(model, inputs)
+    with _atomic_path(path, directory=True) as tmp:
+        archive.write_out(tmp, verbose=False)
+        loaded = tf.saved_model.load(tmp)  # keep a reference: it owns the variables
+        served = getattr(loaded, endpoint)(*[tf.constant(x) for x in inputs])
+        got = [np.asarray(t) for t in keras.tree.flatten(served)]
+        worst_abs, worst_rel = _compare(expected, got, tolerance, "reloaded SavedModel")
+    return ExportReport(os.path.abspath(path), "saved_model", _size(path), worst_abs, worst_rel,
+                        shapes)
+
+
+def tflite_interpreter(model_content=None, model_path=None, num_threads=None, delegates=True):
+    """An `ai_edge_litert` interpreter with tensors allocated.
+
+    Args:
+        delegates: keep the default XNNPACK delegate (the fast CPU path).
+    """
+    from ai_edge_litert import interpreter as litert
+
+    kwargs = {}
+    if not delegates:
+        kwargs["experimental_op_resolver_type"] = \
+            litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interp = litert.Interpreter(model_content=model_content, model_path=model_path,
+                                num_threads=num_threads, **kwargs)
+    interp.allocate_tensors()
+    return interp
+
+
+def tflite_ops(model_content):
+    """Sorted names of the operators in a TFLite flatbuffer (before delegation)."""
+    interp = tflite_interpreter(model_content=model_content, delegates=False)
+    return sorted({d["op_name"] for d in interp._get_ops_details()})
+
+
+def input_names(model):
+    """The signature's input names, in the order of `model.inputs`."""
+    return [_name(t, i) for i, t in enumerate(model.inputs)]
+
+
+def run_tflite(interp, inputs, names):
+    """Run an interpreter's signature on arrays given in the order of `names`.
+
+    Returns the outputs in the Keras model's output order.
+    """
+    runner = interp.get_signature_runner()
+    out = runner(**{n: np.asarray(x) for n, x in zip(names, inputs)})
+
+    def position(key):
+        tail = key.rsplit("_", 1)[-1]
+        return (0, int(tail), key) if tail.isdigit() else (1, 0, key)
+
+    return [out[k] for k in sorted(out, key=position)]
+
+
+def convert_to_tflite(model, batch_size=1, steps=None, quantize=None):
+    """Convert `model` to a TFLite flatbuffer of builtin ops (bytes); see `export_tflite`."""
+    tf = _tensorflow()
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS}. Received: quantize={quantize!r}")
+    shapes = input_shapes(model, batch_size, steps)
+    for shape in shapes:
+        if any(d is None for d in shape):
+            raise ValueError(
+                f"TFLite with builtin ops needs a static input shape; {model.name!r} has input "
+                f"shape {shape}. Pass batch_size= and steps= (e.g. steps=1 for streaming "
+                "one token at a time with carried state).")
+    with tempfile.TemporaryDirectory(prefix="iss_keras-tflite-") as tmp:
+        _archive(model, shapes).write_out(tmp, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize is not None:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        return converter.convert(), shapes
+
+
+def export_tflite(model, path, batch_size=1, steps=None, quantize=None, probe=None,
+                  tolerance=None):
+    """Write `model` as a TFLite flatbuffer of builtin ops only (no Flex delegate).
+
+    The converted model is run in `ai_edge_litert` on a probe batch and compared
+    with Keras before it is written.
+
+    Args:
+        model: a Keras model.
+        path: the `.tflite` file to create or replace.
+        batch_size: batch size of the static signature.
+        steps: sequence length of the static signature (required if the model's
+            time axis is unknown).
+        quantize: None, `"int8"` (dynamic-range: int8 weights, float
+            activations) or `"float16"` (float16 weights).
+        probe: list of input arrays for the check (random ones if None).
+        tolerance: largest relative output difference accepted (default from
+            `DEFAULT_TOLERANCES` by `quantize`).
+
+    Returns:
+        An `ExportReport` with the op list, file size and measured difference.
+
+    Raises:
+        ExportVerificationError: the TFLite outputs differ by more than
+            `tolerance`; nothing is written.
+
+    Example:
+
+    >>> report = iss_keras.export_tflite(small, "runs/ptb/model.tflite", steps=35)
+    >>> print(report)
+    """
+    blob, shapes = convert_to_tflite(model, batch_size, steps, quantize)
+    tolerance = DEFAULT_TOLERANCES[quantize] if tolerance is None else tolerance
+    inputs = probe if probe is not None else _probe(model, shapes)
+    expected = _keras_outputs(model, inputs)
+    interp = tflite_interpreter(model_content=blob)
+    got = run_tflite(interp, inputs, input_names(model))
+    worst_abs, worst_rel = _compare(expected, got, tolerance, "TFLite model")
+    with _atomic_path(path, directory=False) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(blob)
+    return ExportReport(os.path.abspath(path), "tflite", len(blob), worst_abs, worst_rel, shapes,
+                        ops=tflite_ops(blob), quantize=quantize)
