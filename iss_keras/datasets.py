@@ -11,8 +11,32 @@ PTB_URL = "http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz"
 
 
 def _read_words(path):
-    with open(path, encoding="utf-8") as f:
-        return f.read().replace("\n", " <eos> ").split()
+    try:
+        with open(path, encoding="utf-8") as f:
+            words = f.read().replace("\n", " <eos> ").split()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path!r} is not UTF-8 text ({e.reason}); the PTB files are plain text "
+                         f"from simple-examples/data ({PTB_URL}). Replace the corrupt file.") from e
+    if not words:
+        raise ValueError(f"{path!r} is empty; replace it with the file from simple-examples/data "
+                         f"({PTB_URL}).")
+    return words
+
+
+def download_ptb(cache_dir=None):
+    """Download and unpack simple-examples.tgz (needs internet); return its data directory.
+
+    Args:
+        cache_dir: where Keras keeps downloads (default `~/.keras`).
+    """
+    import keras
+
+    path = keras.utils.get_file("simple-examples.tgz", PTB_URL, extract=True, cache_dir=cache_dir)
+    root = path if os.path.isdir(path) else os.path.dirname(path)
+    for directory, _, files in os.walk(root):
+        if all(f in files for f in PTB_FILES):
+            return directory
+    raise FileNotFoundError(f"{PTB_URL} was unpacked under {root!r} but holds no {list(PTB_FILES)}.")
 
 
 def load_ptb(data_dir, vocab_size=None):
@@ -27,6 +51,11 @@ def load_ptb(data_dir, vocab_size=None):
         `(splits, vocabulary)`: dict split name -> int32 array, and the list
         of words (index = id).
     """
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(
+            f"PTB directory {data_dir!r} does not exist. Point it at a directory holding "
+            f"{list(PTB_FILES)} (simple-examples/data from {PTB_URL}), or download them with "
+            "iss_keras.datasets.download_ptb().")
     missing = [f for f in PTB_FILES if not os.path.isfile(os.path.join(data_dir, f))]
     if missing:
         raise FileNotFoundError(

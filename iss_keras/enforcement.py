@@ -121,6 +121,7 @@ class ComponentEnforcer(keras.callbacks.Callback):
         self.freeze = bool(freeze)
         self.every_n_steps = int(every_n_steps)
         self.frozen = {}
+        self._cache = {}
         self._step = 0
 
     def _strengths(self):
@@ -143,6 +144,20 @@ class ComponentEnforcer(keras.callbacks.Callback):
     def _norms(self, family, variables):
         return np.sqrt(np.asarray(ops.convert_to_numpy(group_sq_norms(family, variables)), np.float64))
 
+    def _multipliers(self, family, factors, variables):
+        """Device tensors scaling each variable; cached for 0/1 patterns (thresholding, freezing)."""
+        binary = bool(np.all((factors == 0.0) | (factors == 1.0)))
+        key = factors.astype(bool).tobytes() if binary else None
+        cached = self._cache.get(family.name)
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1]
+        shapes = {fp.variable: tuple(variables[fp.variable].shape) for fp in family.penalized}
+        mults = {path: ops.convert_to_tensor(mult, dtype=variables[path].dtype)
+                 for path, mult in component_multipliers(family, factors, shapes).items()}
+        if key is not None:
+            self._cache[family.name] = (key, mults)
+        return mults
+
     def enforce(self):
         """Apply the enforcement once, now. Returns the number of zero components."""
         variables = variables_by_path(self.model)
@@ -164,14 +179,14 @@ class ComponentEnforcer(keras.callbacks.Callback):
                 factors[frozen] = 0.0
                 self.frozen[family.name] = frozen | (factors == 0.0)
             zero_total += int((factors == 0.0).sum())
-            if np.all(factors == 1.0):
-                continue
-            shapes = {fp.variable: tuple(variables[fp.variable].shape) for fp in family.penalized}
-            for path, mult in component_multipliers(family, factors, shapes).items():
-                multipliers[path] = multipliers[path] * mult if path in multipliers else mult
+            if np.all((factors == 1.0) | (norms == 0.0)):
+                continue  # scaling only components that are already zero changes nothing
+            for path, mult in self._multipliers(family, factors, variables).items():
+                multipliers[path] = mult if path not in multipliers else ops.multiply(
+                    multipliers[path], mult)
+        # Multiply on the device: no copy of the weights to NumPy and back.
         for path, mult in multipliers.items():
-            value = np.asarray(ops.convert_to_numpy(variables[path]))
-            variables[path].assign((value * mult).astype(value.dtype))
+            variables[path].assign(ops.multiply(variables[path], mult))
         return zero_total
 
     def on_train_batch_end(self, batch, logs=None):

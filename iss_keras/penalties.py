@@ -50,15 +50,20 @@ class ISSRegularizer(keras.regularizers.Regularizer):
         proximal: if True the penalty still appears in the loss (for logging)
             but carries no gradient; `ComponentEnforcer(mode="proximal")` then
             applies it as a group soft-threshold after every step.
+        elementwise: optional regularizer (e.g. `keras.regularizers.L1L2`)
+            applied to the recurrent kernel itself as well; ISS occupies the
+            layer's `recurrent_regularizer` slot, so weight decay on that
+            kernel goes here.
 
     Example:
 
     >>> lstm = keras.layers.LSTM(650, recurrent_regularizer=ISSRegularizer(1e-3))
     """
 
-    def __init__(self, strength=1e-3, proximal=False):
+    def __init__(self, strength=1e-3, proximal=False, elementwise=None):
         self.strength = _check_strength(strength)
         self.proximal = bool(proximal)
+        self.elementwise = keras.regularizers.get(elementwise)
         self._family = None
         self._variables = None
 
@@ -83,10 +88,13 @@ class ISSRegularizer(keras.regularizers.Regularizer):
 
     def __call__(self, x):
         value = self.strength * self.penalty()
-        return ops.stop_gradient(value) if self.proximal else value
+        value = ops.stop_gradient(value) if self.proximal else value
+        return value + self.elementwise(x) if self.elementwise is not None else value
 
     def get_config(self):
-        return {"strength": self.strength, "proximal": self.proximal}
+        return {"strength": self.strength, "proximal": self.proximal,
+                "elementwise": keras.regularizers.serialize(self.elementwise)
+                if self.elementwise is not None else None}
 
 
 class _HyperplaneGroupLasso(keras.regularizers.Regularizer):

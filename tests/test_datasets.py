@@ -15,3 +15,16 @@ def test_missing_ptb_files_are_named(tmp_path):
     (tmp_path / PTB_FILES[0]).write_text("a b\n")
     with pytest.raises(FileNotFoundError, match="ptb.valid.txt"):
         load_ptb(str(tmp_path))
+
+
+def test_absent_directory_and_corrupt_file_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist.*ptb.train.txt"):
+        load_ptb(str(tmp_path / "nowhere"))
+    for name in PTB_FILES:
+        (tmp_path / name).write_text("a b\n")
+    (tmp_path / "ptb.valid.txt").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ValueError, match="ptb.valid.txt.*not UTF-8"):
+        load_ptb(str(tmp_path))
+    (tmp_path / "ptb.valid.txt").write_text("")
+    with pytest.raises(ValueError, match="ptb.valid.txt.*is empty"):
+        load_ptb(str(tmp_path))

@@ -1,0 +1,135 @@
+"""Word-level LSTM language models (Zaremba et al. 2014), as in the ISS paper.
+
+One builder gives the three shapes of the same network, with the same layer
+names so weights move between them with `set_weights`:
+
+* training: stateful (fixed batch size), the LSTM state carried from one batch
+  to the next for truncated back-propagation through time;
+* evaluation: stateful without regularizers, any batch size (batch 1 for test);
+* streaming (`streaming=True`): stateless, the state of every layer is an
+  explicit input and output, which is what servers and devices run (one token
+  at a time with carried state) and what is exported.
+
+Strengths passed here are per token (Keras averages the loss over batch and
+time); `iss_keras.training` converts the original repository's units.
+"""
+
+import keras
+import numpy as np
+
+from iss_keras.enforcement import ZeroOut
+from iss_keras.penalties import L1, ISSRegularizer
+
+
+def _elementwise(l1, l2):
+    if l1 and l2:
+        return keras.regularizers.L1L2(l1=l1, l2=l2)
+    if l1:
+        return L1(l1)
+    if l2:
+        return keras.regularizers.L2(l2)
+    return None
+
+
+def _check_sizes(vocab_size, hidden_sizes):
+    if int(vocab_size) < 2:
+        raise ValueError(f"vocab_size must be >= 2. Received: vocab_size={vocab_size}")
+    sizes = [int(h) for h in hidden_sizes]
+    if not sizes or any(h < 1 for h in sizes):
+        raise ValueError(f"hidden_sizes must be a non-empty list of positive sizes. "
+                         f"Received: hidden_sizes={list(hidden_sizes)}")
+    return sizes
+
+
+def lstm_language_model(vocab_size, hidden_sizes, embedding_size=None, dropout=0.0,
+                        init_scale=0.05, batch_size=None, steps=None, stateful=False,
+                        streaming=False, iss_strength=0.0, proximal=False, l1_strength=0.0,
+                        weight_decay=0.0, zero_threshold=None, seed=None, name="lstm_lm"):
+    """Embedding -> stacked LSTMs -> Dense softmax logits.
+
+    Args:
+        vocab_size: number of word ids.
+        hidden_sizes: units of each LSTM layer, e.g. `[1500, 1500]` or `[373, 315]`.
+        embedding_size: width of the word vectors (default: the first layer's size).
+        dropout: non-recurrent dropout rate on the embedding and every LSTM output
+            (1 - the original's keep_prob).
+        init_scale: every weight starts uniform in [-init_scale, init_scale].
+        batch_size: fixed batch size (required when stateful).
+        steps: fixed number of unrolled steps (None: any length).
+        stateful: carry the LSTM state across batches.
+        streaming: states as explicit inputs `h{i}, c{i}` and outputs.
+        iss_strength: ISS group Lasso coefficient per token (0: off).
+        proximal: ISS applied by proximal steps (`ComponentEnforcer(mode="proximal")`).
+        l1_strength: L1 coefficient per token on every weight but the embedding.
+        weight_decay: L2 coefficient per token on the same weights.
+        zero_threshold: weights below this magnitude are set to 0 after every
+            step (`ZeroOut`); None: off.
+        seed: initializer seed.
+        name: model name.
+
+    Returns:
+        A Functional `keras.Model` returning logits (and, when streaming, the
+        new states `[h0, c0, h1, c1, ...]`).
+
+    Example:
+
+    >>> model = lstm_language_model(10000, [650, 650], dropout=0.5, batch_size=20,
+    ...                             steps=35, stateful=True, iss_strength=0.002 / 35)
+    """
+    sizes = _check_sizes(vocab_size, hidden_sizes)
+    if stateful and streaming:
+        raise ValueError("A model is either stateful (state kept inside) or streaming (state "
+                         "passed in and out), not both.")
+    if stateful and not batch_size:
+        raise ValueError(f"A stateful model needs a fixed batch_size. Received: batch_size={batch_size}")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+    seeds = iter(range(0 if seed is None else seed * 1000, 10 ** 9))
+
+    def init():
+        return keras.initializers.RandomUniform(-init_scale, init_scale, seed=next(seeds))
+
+    elementwise = _elementwise(l1_strength, weight_decay)
+    constraint = ZeroOut(zero_threshold) if zero_threshold else None
+
+    tokens = keras.Input((steps,), batch_size=batch_size, dtype="int32", name="tokens")
+    inputs, new_states = [tokens], []
+    x = keras.layers.Embedding(vocab_size, embedding_size or sizes[0], embeddings_initializer=init(),
+                               name="embedding")(tokens)
+    for i, units in enumerate(sizes):
+        if dropout:
+            x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
+        recurrent_reg = (ISSRegularizer(iss_strength, proximal=proximal, elementwise=elementwise)
+                         if iss_strength else elementwise)
+        lstm = keras.layers.LSTM(
+            units, return_sequences=True, return_state=streaming, stateful=stateful,
+            unit_forget_bias=False,  # the original's forget_bias=0.0
+            kernel_initializer=init(), recurrent_initializer=init(), bias_initializer=init(),
+            kernel_regularizer=elementwise, recurrent_regularizer=recurrent_reg,
+            bias_regularizer=elementwise, kernel_constraint=constraint,
+            recurrent_constraint=constraint, name=f"lstm_{i}")
+        if streaming:
+            state = [keras.Input((units,), batch_size=batch_size, name=f"h{i}"),
+                     keras.Input((units,), batch_size=batch_size, name=f"c{i}")]
+            inputs.extend(state)
+            x, h, c = lstm(x, initial_state=state)
+            new_states.extend([h, c])
+        else:
+            x = lstm(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name=f"dropout_{len(sizes)}")(x)
+    logits = keras.layers.Dense(vocab_size, kernel_initializer=init(), bias_initializer=init(),
+                                kernel_regularizer=elementwise, bias_regularizer=elementwise,
+                                kernel_constraint=constraint, name="softmax")(x)
+    outputs = [logits] + new_states if streaming else logits
+    return keras.Model(inputs if streaming else tokens, outputs, name=name)
+
+
+def hidden_sizes(model):
+    """Units of each LSTM layer of a model built by `lstm_language_model`, in order."""
+    return [layer.cell.units for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
+
+
+def zero_states(model, batch_size):
+    """Initial state arrays for a streaming model: `[h0, c0, h1, c1, ...]` of zeros."""
+    return [np.zeros((batch_size,) + tuple(t.shape[1:]), "float32") for t in model.inputs[1:]]

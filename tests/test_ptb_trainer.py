@@ -1,0 +1,68 @@
+"""ptb/train.py end to end (train -> shrink -> export) and its errors, as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "ptb", "train.py")
+TINY = os.path.join(ROOT, "ptb", "configs", "tiny_test.flags")
+
+
+def run_trainer(*flags, timeout=600):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
+    return subprocess.run([sys.executable, TRAIN, *flags], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=env)
+
+
+@pytest.mark.slow
+def test_tiny_config_end_to_end_then_resume(tmp_path, ptb_dir):
+    workdir = str(tmp_path / "run")
+    out = run_trainer(f"--flagfile={TINY}", f"--data_dir={ptb_dir}", f"--workdir={workdir}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.load(open(os.path.join(workdir, "results.json")))
+    assert results["epochs"] == 2
+    assert results["hidden_before"] == [16, 12]
+    assert sum(results["hidden_after"]) < 28, "ISS removed no unit"
+    sparse, small = results["test_perplexity_sparse"], results["test_perplexity_shrunk"]
+    assert abs(small - sparse) <= 1e-3 * sparse and 1 < sparse < 200
+    tflite = results["export"]["tflite"]
+    assert os.path.getsize(tflite["path"]) == tflite["size_bytes"] and tflite["max_rel_diff"] <= 1e-4
+    assert os.path.exists(os.path.join(workdir, "export", "saved_model", "saved_model.pb"))
+    for name in ("metrics.csv", "history.json", "checkpoint.npz", "plan.json", "shrunk.keras",
+                 "plots/progress.png", "plots/weights_lstm_0.png"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    assert len(open(os.path.join(workdir, "metrics.csv")).read().strip().splitlines()) == 3
+    assert "test perplexity" in out.stdout
+
+    # The saved flagfile replays the run; with one more epoch it resumes after epoch 2.
+    flagfile = os.path.join(workdir, "flags.txt")
+    assert f"--workdir={workdir}" in open(flagfile).read()
+    again = run_trainer(f"--flagfile={flagfile}", "--epochs=3", "--noexport")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Resuming from" in again.stdout and "after epoch 2" in again.stdout
+    history = json.load(open(os.path.join(workdir, "history.json")))
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--hidden_sizes=0,4", "hidden_sizes"),
+    ("--lr_schedule=cosine", "lr_schedule"),
+    ("--steps=0", "steps must be >= 1"),
+    ("--quantize=int4", "quantize"),
+])
+def test_bad_flags_are_named(tmp_path, ptb_dir, flag, message):
+    out = run_trainer(f"--flagfile={TINY}", f"--data_dir={ptb_dir}",
+                      f"--workdir={tmp_path / 'run'}", flag, timeout=120)
+    assert out.returncode != 0
+    assert message in out.stderr
+
+
+def test_bad_data_directory_names_the_files(tmp_path):
+    out = run_trainer(f"--flagfile={TINY}", f"--data_dir={tmp_path}", f"--workdir={tmp_path / 'run'}",
+                      timeout=120)
+    assert out.returncode != 0
+    assert "ptb.train.txt" in out.stderr and "--download" in out.stderr
