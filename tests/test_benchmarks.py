@@ -20,3 +20,30 @@ def test_enforcement_modes_quick_writes_summary(tmp_path, ptb_dir):
     for mode in ("threshold", "proximal"):
         assert summary[mode]["valid_perplexity_shrunk"] > 1
         assert len(summary[mode]["hidden_after"]) == 2
+
+
+def run_benchmark(script, tmp_path, *flags):
+    out = tmp_path / f"{script}.json"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", f"{script}.py"),
+                           "--quick", f"--out={out}", *flags], timeout=600, capture_output=True,
+                          text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_inference_speed_quick_writes_side_by_side_timings(tmp_path):
+    result = run_benchmark("inference_speed", tmp_path)
+    assert result["hidden_sizes"] == {"dense": [32, 32], "shrunk": [8, 6]}
+    assert result["macs_ratio"] > 1
+    assert set(result["timings"]) == {"keras_batch1_stream", "keras_batch10_steps30",
+                                      "tflite_batch1_stream", "tflite_batch10_steps30"}
+    assert all(t["dense_ms"] > 0 and t["shrunk_ms"] > 0 for t in result["timings"].values())
+
+
+@pytest.mark.slow
+def test_train_overhead_quick_reports_ratios(tmp_path):
+    result = run_benchmark("train_overhead", tmp_path)
+    assert set(result["tokens_per_second"]) >= {"plain", "iss_penalty", "iss_full"}
+    assert result["step_time_ratio_vs_plain"]["plain"] == 1.0
