@@ -516,10 +516,12 @@ class LanguageModelTrainer:
                 out[f"tflite{suffix}"] = export_tflite(
                     small, os.path.join(directory, f"model{suffix}.tflite"), batch_size=1,
                     steps=1).to_dict()
-            dense_size = len(_tflite_blob(dense))
-            out["tflite_dense_size_bytes"] = dense_size
+            dense_blob = _tflite_blob(dense)
+            out["tflite_dense_size_bytes"] = len(dense_blob)
+            with open(out["tflite"]["path"], "rb") as f:
+                out["tflite_speed"] = tflite_streaming_speed(dense, dense_blob, small, f.read())
         for key, value in out.items():
-            if isinstance(value, dict):
+            if isinstance(value, dict) and "path" in value:
                 print(f"exported {key}: {value['path']} ({value['size_bytes'] / 1e6:.2f} MB, "
                       f"max |diff| {value['max_abs_diff']:.2g})")
         return out
@@ -546,6 +548,21 @@ def streaming_speed(dense, small, repeats=30, batches=(1,)):
         out[f"batch{batch}_step_seconds"] = medians
         out[f"batch{batch}_speedup"] = medians["dense"] / medians["shrunk"]
     return out
+
+
+def tflite_streaming_speed(dense, dense_blob, small, small_blob, repeats=50):
+    """Median seconds per one-token step of two TFLite models (batch 1), interleaved."""
+    from iss_keras.export import input_names, run_tflite, tflite_interpreter
+    from iss_keras.lm import zero_states
+    from iss_keras.timing import interleaved_medians
+
+    candidates = {}
+    for name, m, blob in (("dense", dense, dense_blob), ("shrunk", small, small_blob)):
+        interp = tflite_interpreter(model_content=blob)
+        inputs = [np.zeros((1, 1), "int32")] + zero_states(m, 1)
+        candidates[name] = (lambda i=interp, x=inputs, n=input_names(m): run_tflite(i, x, n))
+    medians = interleaved_medians(candidates, repeats=repeats)
+    return {"batch1_step_seconds": medians, "batch1_speedup": medians["dense"] / medians["shrunk"]}
 
 
 def plot_training(history, model, groups, directory):
@@ -615,9 +632,13 @@ def results_table(results):
     if "tflite" in export:
         rows.append(("TFLite size (MB)", f"{export['tflite_dense_size_bytes'] / 1e6:.2f}",
                      f"{export['tflite']['size_bytes'] / 1e6:.2f}"))
+        s = export["tflite_speed"]["batch1_step_seconds"]
+        rows.append(("TFLite ms per token", f"{s['dense'] * 1e3:.3f}", f"{s['shrunk'] * 1e3:.3f}"))
     lines = [f"{'':<26}{'sparse/dense':>16}{'shrunk':>16}"]
     lines += [f"{label:<26}{a:>16}{b:>16}" for label, a, b in rows]
     lines.append(f"multiply-add ratio {results['macs_ratio']:.2f}x"
                  + (f", measured speedup {speed['batch1_speedup']:.2f}x (batch 1, Keras)"
-                    if "batch1_speedup" in speed else ""))
+                    if "batch1_speedup" in speed else "")
+                 + (f", {export['tflite_speed']['batch1_speedup']:.2f}x (batch 1, TFLite)"
+                    if "tflite_speed" in export else ""))
     return "\n".join(lines)

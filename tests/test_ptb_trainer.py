@@ -12,8 +12,8 @@ TRAIN = os.path.join(ROOT, "ptb", "train.py")
 TINY = os.path.join(ROOT, "ptb", "configs", "tiny_test.flags")
 
 
-def run_trainer(*flags, timeout=600):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
+def run_trainer(*flags, timeout=600, backend="tensorflow"):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": backend}
     return subprocess.run([sys.executable, TRAIN, *flags], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env=env)
 
@@ -46,6 +46,23 @@ def test_tiny_config_end_to_end_then_resume(tmp_path, ptb_dir):
     assert "Resuming from" in again.stdout and "after epoch 2" in again.stdout
     history = json.load(open(os.path.join(workdir, "history.json")))
     assert [row["epoch"] for row in history] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_train_under_jax_then_export_under_tensorflow(tmp_path, ptb_dir):
+    """The GPU-machine workflow: train where there is no TensorFlow, export afterwards."""
+    pytest.importorskip("jax")
+    workdir = str(tmp_path / "run")
+    out = run_trainer(f"--flagfile={TINY}", f"--data_dir={ptb_dir}", f"--workdir={workdir}",
+                      backend="jax")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Export skipped" in out.stdout
+    assert "skipped" in json.load(open(os.path.join(workdir, "results.json")))["export"]
+    again = run_trainer(f"--flagfile={os.path.join(workdir, 'flags.txt')}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "after epoch 2" in again.stdout
+    results = json.load(open(os.path.join(workdir, "results.json")))
+    assert results["backend"] == "tensorflow" and results["export"]["tflite"]["max_rel_diff"] <= 1e-4
 
 
 @pytest.mark.parametrize("flag,message", [
