@@ -141,3 +141,14 @@ def test_row_and_column_group_lasso_and_l1():
     np.testing.assert_allclose(value(iss_keras.L1(0.3)(w)), 0.3 * np.abs(w).sum(), rtol=1e-6)
     with pytest.raises(ValueError, match="2-D"):
         iss_keras.RowGroupLasso()(np.zeros(3, np.float32))
+
+
+def test_elementwise_penalty_is_added_to_the_iss_penalty():
+    from iss_keras.lm import lstm_language_model
+
+    model = lstm_language_model(50, [6, 5], iss_strength=0.1, l1_strength=0.01, seed=0)
+    iss_keras.couple(model)
+    recurrent = model.get_layer("lstm_0").cell.recurrent_kernel
+    reg = recurrent.regularizer
+    expected = 0.1 * value(reg.penalty()) + 0.01 * np.abs(value(recurrent)).sum()
+    np.testing.assert_allclose(value(reg(recurrent)), expected, rtol=1e-5)
