@@ -12,6 +12,7 @@ from iss_keras.export import (ExportReport, ExportVerificationError, export_save
 from iss_keras.groups import Footprint, GroupSet, UnitFamily, group_lasso, group_sq_norms
 from iss_keras.penalties import (L1, ColumnGroupLasso, ISSRegularizer, RowGroupLasso,
                                  UncoupledRegularizerError, couple, iss_penalty)
+from iss_keras.rhn import RHNCell, rhn_language_model
 from iss_keras.report import SparsityReport, SparsityReportCallback, sparsity_report
 from iss_keras.shrink import (ShrinkPlan, ShrinkVerificationError, apply_plan, make_plan,
                               shrink, verify_equivalence)
@@ -20,9 +21,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ColumnGroupLasso", "ComponentEnforcer", "ExportReport", "ExportVerificationError", "Footprint", "GroupSet", "ISSRegularizer", "L1",
-    "PASS_THROUGH_LAYERS", "RowGroupLasso", "ShrinkPlan", "ShrinkVerificationError",
+    "PASS_THROUGH_LAYERS", "RHNCell", "RowGroupLasso", "ShrinkPlan", "ShrinkVerificationError",
     "SparsityReport", "SparsityReportCallback", "UncoupledRegularizerError", "UnitFamily",
     "UnsupportedLayerError", "ZeroOut", "apply_plan", "couple", "discover_groups", "export_saved_model", "export_tflite",
-    "group_lasso", "group_sq_norms", "iss_penalty", "make_plan", "shrink", "sparsity_report",
+    "group_lasso", "group_sq_norms", "iss_penalty", "make_plan", "rhn_language_model", "shrink", "sparsity_report",
     "verify_equivalence",
 ]

@@ -43,15 +43,22 @@ PASS_THROUGH_LAYERS = (
 )
 
 SUPPORTED_CONSUMERS = (
-    "Dense, TimeDistributed(Dense), LSTM, GRU, SimpleRNN, Bidirectional(concat), "
+    "Dense, TimeDistributed(Dense), LSTM, GRU, SimpleRNN, RNN(RHNCell), Bidirectional(concat), "
+    "ReversibleEmbedding(reverse=True) (tied softmax), "
     "Concatenate (last axis), and channel-wise layers without weights ("
     + ", ".join(c.__name__ for c in PASS_THROUGH_LAYERS) + ")")
 
 
 def rnn_cell(layer):
-    """The cell of a supported recurrent layer, or None if `layer` is not one."""
-    if isinstance(layer, keras.layers.RNN) and type(getattr(layer, "cell", None)) in _RNN_CELLS:
-        return layer.cell
+    """The cell of a supported recurrent layer, or None if `layer` is not one.
+
+    Besides Keras's own cells, any cell that describes its part of each
+    component with an `iss_footprints()` method is supported (e.g. `RHNCell`).
+    """
+    cell = getattr(layer, "cell", None)
+    if isinstance(layer, keras.layers.RNN) and (
+            type(cell) in _RNN_CELLS or callable(getattr(cell, "iss_footprints", None))):
+        return cell
     return None
 
 
@@ -103,6 +110,12 @@ def _initial_state_tensors(node):
     return list(keras.tree.flatten(state))
 
 
+def _is_reverse_call(node):
+    """Whether a ReversibleEmbedding node is its reverse (logits) call."""
+    args, kwargs = node.arguments.args, node.arguments.kwargs
+    return bool(kwargs.get("reverse", args[1] if len(args) > 1 else False))
+
+
 class _Tracer:
     def __init__(self, model):
         self.model = model
@@ -145,8 +158,11 @@ class _Tracer:
                     f"Recurrent layer {sub.name!r} sits inside nested model {inner.name!r}. "
                     "iss_keras traces one level of graph: rebuild the model flat.")
 
-    def _own_footprints(self, rnn, gates):
+    def _own_footprints(self, rnn):
         cell = rnn.cell
+        if callable(getattr(cell, "iss_footprints", None)):
+            return list(cell.iss_footprints())
+        gates = num_gates(cell)
         units = cell.units
         gate_offsets = [g * units for g in range(gates)]
         fps = [
@@ -166,13 +182,14 @@ class _Tracer:
             raise UnsupportedLayerError(
                 f"Layer {rnn.name!r} ({type(rnn).__name__}) wraps cell "
                 f"{type(getattr(rnn, 'cell', None)).__name__}; supported cells are "
-                "LSTMCell, GRUCell and SimpleRNNCell.")
+                "LSTMCell, GRUCell, SimpleRNNCell and cells with an iss_footprints() method "
+                "(such as iss_keras.RHNCell).")
         return cell
 
     def _unidirectional(self, node):
         rnn = node.operation
         cell = self._check_rnn(rnn)
-        family = UnitFamily(rnn.name, cell.units, self._own_footprints(rnn, num_gates(cell)))
+        family = UnitFamily(rnn.name, cell.units, self._own_footprints(rnn))
         self._initial_states(node, family, 0)
         outputs = node.outputs
         self._trace(outputs[0], 0, family, state=False)
@@ -191,7 +208,7 @@ class _Tracer:
         for direction, rnn in (("forward", fwd), ("backward", bwd)):
             cell = self._check_rnn(rnn)
             families.append(UnitFamily(f"{bidi.name}/{direction}", cell.units,
-                                       self._own_footprints(rnn, num_gates(cell))))
+                                       self._own_footprints(rnn)))
         f_fam, b_fam = families
         outputs = node.outputs
         self._trace(outputs[0], 0, f_fam, state=False)
@@ -244,6 +261,8 @@ class _Tracer:
                 self._trace(out, start, family, state=False)
         elif isinstance(inner, keras.layers.Dense):
             self._add(family, Footprint(inner.kernel.path, axis=0, start=start))
+        elif isinstance(layer, keras.layers.ReversibleEmbedding) and _is_reverse_call(node):
+            self._tied_embedding(layer, start, family)
         elif isinstance(layer, keras.layers.Concatenate):
             self._concatenate(node, tensor, start, family)
         elif rnn_cell(layer) is not None or isinstance(layer, keras.layers.Bidirectional):
@@ -262,6 +281,19 @@ class _Tracer:
                 f"{family.name!r}, but iss_keras cannot tell which of its weights read "
                 f"which unit, or removing a unit would change what it computes. "
                 f"Supported consumers: {SUPPORTED_CONSUMERS}.")
+
+    def _tied_embedding(self, layer, start, family):
+        # Tied weights: embedding column k is the softmax row of unit k and also
+        # channel k of every word vector, so whatever reads the word vectors
+        # (typically the recurrent layer itself) reads unit k's column there.
+        footprint = Footprint(layer.embeddings.path, axis=1, start=start)
+        if any(f.key() == footprint.key() for f in family.footprints):
+            return
+        self._add(family, footprint)
+        for node in self.nodes:
+            if node.operation is layer and not _is_reverse_call(node):
+                for out in node.outputs:
+                    self._trace(out, start, family, state=False)
 
     def _concatenate(self, node, tensor, start, family):
         layer = node.operation

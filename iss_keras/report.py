@@ -15,14 +15,21 @@ from iss_keras.discovery import discover_groups
 from iss_keras.shrink import index_maps, make_plan
 
 
+def _reverse_called(layer):
+    return any(node.arguments.kwargs.get("reverse") for node in layer._inbound_nodes)
+
+
 def _matmul_kernels(model):
     paths = set()
     for layer in model._flatten_layers():
         if isinstance(layer, keras.layers.Dense):
             paths.add(layer.kernel.path)
         elif isinstance(layer, (keras.layers.LSTMCell, keras.layers.GRUCell,
-                                keras.layers.SimpleRNNCell)):
+                                keras.layers.SimpleRNNCell)) or hasattr(layer, "iss_footprints"):
+            # RHNCell's recurrent_kernel stacks its micro-steps: each row is used once a step.
             paths.update([layer.kernel.path, layer.recurrent_kernel.path])
+        elif isinstance(layer, keras.layers.ReversibleEmbedding) and _reverse_called(layer):
+            paths.add(layer.embeddings.path)  # the tied softmax
     return paths
 
 

@@ -206,7 +206,19 @@ def _set_units(rnn_config, units):
     target["units"] = units
 
 
-def _clone_with_sizes(model, plan):
+def _embedding_widths(model, maps):
+    """layer id -> new output_dim, for embeddings whose columns belong to units (tied)."""
+    widths = {}
+    for layer in functional_graph(model).operations:
+        if isinstance(layer, keras.layers.Embedding):
+            order = maps.get((layer.embeddings.path, 1))
+            if order is not None:
+                widths[id(layer)] = len(order)
+    return widths
+
+
+def _clone_with_sizes(model, plan, maps):
+    widths = _embedding_widths(model, maps)
     new_units = {}
     for name, (layer, key) in _family_layers(model).items():
         if name not in plan.new_sizes:
@@ -218,6 +230,8 @@ def _clone_with_sizes(model, plan):
         # Wrapped layers carry their old input shape in "build_config"; drop it
         # so they are built for the (possibly smaller) input they now receive.
         config = _without_build_configs(layer.get_config())
+        if id(layer) in widths:
+            config["output_dim"] = widths[id(layer)]
         sizes = new_units.get(id(layer))
         if sizes is None:
             return layer.__class__.from_config(config)
@@ -305,7 +319,7 @@ def apply_plan(model, plan):
         check_footprints(family, old_vars)
     shapes = {p: tuple(v.shape) for p, v in old_vars.items()}
     maps = index_maps(plan, shapes)
-    new_model = _clone_with_sizes(model, plan)
+    new_model = _clone_with_sizes(model, plan, maps)
     new_vars = _pair_variables(model, new_model)
     per_variable = {}
     for (path, axis), order in maps.items():

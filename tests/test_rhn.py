@@ -1,0 +1,186 @@
+"""Recurrent Highway Networks: the step, the ISS groups, shrink, serialization, dropout masks."""
+
+import importlib
+
+import keras
+import numpy as np
+import pytest
+
+import iss_keras
+from helpers import randomize, run, value, zero_outgoing
+from iss_keras.rhn import RHNCell, rhn_language_model
+
+shrinking = importlib.import_module("iss_keras.shrink")
+
+
+def sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def reference_rhn(x, kernel, recurrent, bias, units, depth):
+    """NumPy RHN over a sequence, micro-step by micro-step."""
+    s = np.zeros((x.shape[0], units))
+    outputs = []
+    for t in range(x.shape[1]):
+        for level in range(depth):
+            r = recurrent[level * units:(level + 1) * units]
+            z = s @ r + bias[level] + (x[:, t] @ kernel if level == 0 else 0.0)
+            h, gate = np.tanh(z[:, :units]), sigmoid(z[:, units:])
+            s = h * gate + s * (1.0 - gate)
+        outputs.append(s)
+    return np.stack(outputs, axis=1)
+
+
+def test_rhn_matches_numpy_reference():
+    units, depth = 5, 3
+    layer = keras.layers.RNN(RHNCell(units, depth, seed=1), return_sequences=True)
+    x = np.random.default_rng(0).normal(size=(2, 6, 4)).astype("float32")
+    got = value(layer(x))
+    cell = layer.cell
+    assert tuple(cell.recurrent_kernel.shape) == (depth * units, 2 * units)
+    np.testing.assert_allclose(value(cell.bias)[:, units:], -2.0)  # transform gates start closed
+    randomize(layer, seed=2)
+    expected = reference_rhn(x, value(cell.kernel), value(cell.recurrent_kernel), value(cell.bias),
+                             units, depth)
+    np.testing.assert_allclose(value(layer(x)), expected, rtol=1e-5, atol=1e-5)
+    assert got.shape == expected.shape
+
+
+def component_elements(model, k):
+    """Unit k's weights for a tied RHN LM, enumerated element by element."""
+    cell = model.get_layer("rhn").cell
+    emb = model.get_layer("embedding").embeddings
+    u, depth = cell.units, cell.depth
+    elements = set()
+    for col in (k, u + k):  # H and T of every micro-step
+        elements |= {(cell.kernel.path, (r, col)) for r in range(cell.kernel.shape[0])}
+        elements |= {(cell.recurrent_kernel.path, (r, col)) for r in range(depth * u)}
+    elements |= {(cell.kernel.path, (k, c)) for c in range(2 * u)}  # input part, row k
+    for level in range(depth):  # state part, row k of every micro-step
+        elements |= {(cell.recurrent_kernel.path, (level * u + k, c)) for c in range(2 * u)}
+    elements |= {(emb.path, (r, k)) for r in range(emb.shape[0])}  # tied embedding column k
+    return elements
+
+
+def test_tied_rhn_penalty_matches_numpy_enumeration():
+    model = rhn_language_model(30, 6, depth=3, recurrent_regularizer=iss_keras.ISSRegularizer(0.1))
+    randomize(model, seed=3)
+    iss_keras.couple(model)
+    values = {v.path: value(v) for v in model.weights}
+    expected = 0.1 * sum(
+        np.sqrt(sum(values[p][i] ** 2 for p, i in component_elements(model, k)) + 1e-8)
+        for k in range(6))
+    np.testing.assert_allclose(value(iss_keras.iss_penalty(model)), expected, rtol=1e-5)
+    np.testing.assert_allclose(sum(value(x) for x in model.losses), expected, rtol=1e-5)
+
+
+def tied_streaming():
+    return rhn_language_model(40, 7, depth=2, streaming=True)
+
+
+def tied():
+    return rhn_language_model(40, 7, depth=3)
+
+
+def untied():
+    return rhn_language_model(40, 7, depth=2, tied=False)
+
+
+def stacked_untied():
+    tokens = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(40, 5)(tokens)
+    x = keras.layers.RNN(RHNCell(6, 2), return_sequences=True)(x)
+    x = keras.layers.LSTM(4, return_sequences=True)(x)
+    return keras.Model(tokens, keras.layers.Dense(40)(x))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("builder", [tied, tied_streaming, untied, stacked_untied],
+                         ids=lambda b: b.__name__)
+def test_rhn_shrink_keeps_outputs(builder, seed):
+    model = builder()
+    randomize(model, seed=seed)
+    groups = iss_keras.discover_groups(model)
+    rng = np.random.default_rng(seed)
+    removed = {}
+    for family in groups:
+        n = int(rng.integers(1, family.size))
+        removed[family.name] = sorted(rng.choice(family.size, size=n, replace=False).tolist())
+        zero_outgoing(model, family, removed[family.name])
+    small, plan = iss_keras.shrink(model)
+    assert plan.removed == removed
+    inputs = shrinking.probe_inputs(model, seed=seed + 5)
+    maps = shrinking._tensor_maps(plan, model)
+    small_inputs = [shrinking.remap(x, {x.ndim - 1: maps[("input", i)]}) if ("input", i) in maps
+                    else x for i, x in enumerate(inputs)]
+    expected = run(model, inputs if len(inputs) > 1 else inputs[0])
+    got = run(small, small_inputs if len(inputs) > 1 else small_inputs[0])
+    for i, (e, g) in enumerate(zip(expected, got)):
+        if ("output", i) in maps:
+            e = shrinking.remap(e, {e.ndim - 1: maps[("output", i)]})
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+    kept = 7 - len(removed.get("rhn", []))
+    if builder in (tied, tied_streaming):
+        assert small.get_layer("embedding").output_dim == kept
+        assert small.get_layer("rhn").cell.kernel.shape == (kept, 2 * kept)
+    report = iss_keras.sparsity_report(small)
+    assert report.totals["macs_per_token"] == iss_keras.sparsity_report(model).totals["macs_per_token_after"]
+
+
+def test_tied_rhn_macs_count_the_softmax():
+    model = rhn_language_model(40, 7, depth=3)
+    macs = iss_keras.sparsity_report(model).totals["macs_per_token"]
+    assert macs == 7 * 14 + 21 * 14 + 40 * 7  # kernel, stacked recurrent kernel, tied softmax
+
+
+def test_rhn_language_model_round_trips_through_keras_file(tmp_path):
+    model = rhn_language_model(30, 6, depth=2, embedding_dropout=0.1, input_dropout=0.2,
+                               hidden_dropout=0.3, output_dropout=0.2,
+                               recurrent_regularizer=iss_keras.ISSRegularizer(0.01),
+                               zero_threshold=1e-4)
+    randomize(model, seed=4)
+    path = tmp_path / "rhn.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    iss_keras.couple(loaded)
+    x = np.random.default_rng(0).integers(0, 30, (2, 5)).astype("int32")
+    np.testing.assert_allclose(value(loaded(x)), value(model(x)), rtol=1e-6)
+    cell = loaded.get_layer("rhn").cell
+    assert (cell.depth, cell.dropout, cell.recurrent_dropout) == (2, 0.2, 0.3)
+
+
+class _MaskSpy(RHNCell):
+    """Records the dropout masks each time step uses."""
+
+    masks = []
+
+    def call(self, inputs, states, training=False):
+        if training:
+            _MaskSpy.masks.append((value(self.get_dropout_mask(inputs)),
+                                   value(self.get_recurrent_dropout_mask(states[0]))))
+        return super().call(inputs, states, training=training)
+
+
+def test_variational_dropout_masks_are_shared_across_time():
+    _MaskSpy.masks = []
+    layer = keras.layers.RNN(_MaskSpy(8, 2, dropout=0.5, recurrent_dropout=0.5, seed=0),
+                             return_sequences=True, unroll=True)
+    x = np.ones((3, 6, 8), "float32")
+    layer(x, training=True)
+    assert len(_MaskSpy.masks) == 6
+    first_in, first_state = _MaskSpy.masks[0]
+    assert (first_in == 0).any() and (first_state == 0).any()
+    for mask_in, mask_state in _MaskSpy.masks[1:]:
+        np.testing.assert_array_equal(mask_in, first_in)
+        np.testing.assert_array_equal(mask_state, first_state)
+    _MaskSpy.masks = []
+    layer(x, training=True)  # a new sequence draws new masks
+    assert not np.array_equal(_MaskSpy.masks[0][0], first_in)
+
+
+@pytest.mark.parametrize("kwargs,message", [({"units": 0, "depth": 2}, "units=0"),
+                                            ({"units": 4, "depth": 0}, "depth=0"),
+                                            ({"units": 4, "depth": 1, "dropout": 1.0}, "dropout=1.0")])
+def test_bad_rhn_arguments_are_quoted(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RHNCell(**kwargs)
