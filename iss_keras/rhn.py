@@ -156,8 +156,8 @@ class RHNCell(keras.layers.Layer, DropoutRNNCell):
 def rhn_language_model(vocab_size, units, depth, batch_size=None, steps=None, stateful=False,
                        streaming=False, tied=True, init_scale=0.04, transform_bias=-2.0,
                        embedding_dropout=0.0, input_dropout=0.0, hidden_dropout=0.0,
-                       output_dropout=0.0, recurrent_regularizer=None, kernel_regularizer=None,
-                       zero_threshold=None, seed=None, name="rhn_lm"):
+                       output_dropout=0.0, iss_strength=0.0, proximal=False, l1_strength=0.0,
+                       weight_decay=0.0, zero_threshold=None, seed=None, name="rhn_lm"):
     """Word-level RHN language model: embedding -> RNN(RHNCell) -> softmax.
 
     Args:
@@ -171,9 +171,10 @@ def rhn_language_model(vocab_size, units, depth, batch_size=None, steps=None, st
         input_dropout, hidden_dropout: the cell's variational input / state dropout.
         output_dropout: variational dropout of the RHN output (one channel mask
             per sequence, `SpatialDropout1D`).
-        recurrent_regularizer: e.g. `ISSRegularizer` (one per model).
-        kernel_regularizer: applied to `kernel` (e.g. L2 weight decay).
-        zero_threshold: `ZeroOut` on the cell's kernels (None: off).
+        iss_strength: ISS group Lasso coefficient per token (0: off).
+        proximal: ISS applied by proximal steps.
+        l1_strength, weight_decay: element-wise L1 / L2 per token on every weight.
+        zero_threshold: `ZeroOut` on every weight matrix (None: off).
         seed: initializer and dropout seed.
         name: model name.
 
@@ -181,26 +182,32 @@ def rhn_language_model(vocab_size, units, depth, batch_size=None, steps=None, st
         A Functional `keras.Model` returning logits (and the new state when streaming).
     """
     from iss_keras.enforcement import ZeroOut
+    from iss_keras.lm import _elementwise
+    from iss_keras.penalties import ISSRegularizer
 
     if stateful and streaming:
         raise ValueError("A model is either stateful or streaming, not both.")
     constraint = ZeroOut(zero_threshold) if zero_threshold else None
+    elementwise = _elementwise(l1_strength, weight_decay)
+    recurrent_regularizer = (ISSRegularizer(iss_strength, proximal=proximal, elementwise=elementwise)
+                             if iss_strength else elementwise)
     tokens = keras.Input((steps,), batch_size=batch_size, dtype="int32", name="tokens")
     init = keras.initializers.RandomUniform(-init_scale, init_scale, seed=seed)
     if tied:
-        embedding = keras.layers.ReversibleEmbedding(vocab_size, units, embeddings_initializer=init,
-                                                     name="embedding")
+        embedding = keras.layers.ReversibleEmbedding(
+            vocab_size, units, embeddings_initializer=init, embeddings_regularizer=elementwise,
+            embeddings_constraint=constraint, name="embedding")
     else:
         embedding = keras.layers.Embedding(vocab_size, units, embeddings_initializer=init,
-                                           name="embedding")
+                                           embeddings_regularizer=elementwise, name="embedding")
     x = embedding(tokens)
     if embedding_dropout:
         x = keras.layers.Dropout(embedding_dropout, noise_shape=(None, None, 1),
                                  name="embedding_dropout")(x)
     cell = RHNCell(units, depth, init_scale=init_scale, transform_bias=transform_bias,
                    dropout=input_dropout, recurrent_dropout=hidden_dropout,
-                   recurrent_regularizer=recurrent_regularizer,
-                   kernel_regularizer=kernel_regularizer, kernel_constraint=constraint,
+                   recurrent_regularizer=recurrent_regularizer, kernel_regularizer=elementwise,
+                   bias_regularizer=elementwise, kernel_constraint=constraint,
                    recurrent_constraint=constraint, seed=seed)
     rnn = keras.layers.RNN(cell, return_sequences=True, return_state=streaming, stateful=stateful,
                            name="rhn")
@@ -217,6 +224,7 @@ def rhn_language_model(vocab_size, units, depth, batch_size=None, steps=None, st
         logits = embedding(y, reverse=True)
     else:
         logits = keras.layers.Dense(vocab_size, kernel_initializer=init,
+                                    kernel_regularizer=elementwise, bias_regularizer=elementwise,
                                     kernel_constraint=constraint, name="softmax")(y)
     if streaming:
         return keras.Model(inputs, [logits, new_state], name=name)

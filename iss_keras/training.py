@@ -591,7 +591,7 @@ def plot_training(history, model, groups, directory):
         fig, ax = plt.subplots(figsize=(8, 4))
         ax.imshow(matrix != 0, aspect="auto", cmap="Greys", interpolation="nearest")
         ax.set_title(f"{family.name}: nonzero weights (input and recurrent kernels)")
-        ax.set_xlabel("gate columns (i, f, c, o blocks)")
+        ax.set_xlabel("gate columns (one block per gate)")
         ax.set_ylabel("input rows, then recurrent rows")
         path = os.path.join(directory, f"weights_{family.name.replace('/', '_')}.png")
         fig.tight_layout()

@@ -6,74 +6,37 @@ Configs in ptb/configs/ mirror the original repository (wenwei202/iss-rnns,
 ptb_word_lm.py and its JSON files). Learning rate, clip norm and strengths
 are in the original's units (loss summed over the unrolled steps); see
 iss_keras/training.py. Re-running the same command on an existing --workdir
-resumes from its last checkpoint.
+resumes from its last checkpoint. The shared flags are in iss_keras/cli.py.
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 
-from iss_keras import training  # noqa: E402
-from iss_keras.datasets import download_ptb, load_ptb  # noqa: E402
+from iss_keras import cli  # noqa: E402
 from iss_keras.lm import lstm_language_model  # noqa: E402
 
-flags.DEFINE_string("data_dir", None, "Directory with ptb.train.txt, ptb.valid.txt, ptb.test.txt.")
-flags.DEFINE_bool("download", False, "Download simple-examples.tgz if --data_dir lacks the files "
-                  "(needs internet).")
-flags.DEFINE_string("workdir", None, "Checkpoints, logs, exports and results.json go here.")
-flags.DEFINE_integer("vocab_size", 10000, "Most frequent training words kept (PTB has 10k).")
+flags.adopt_module_key_flags(cli)
 flags.DEFINE_list("hidden_sizes", ["200", "200"], "Units of each LSTM layer, e.g. 1500,1500 or 373,315.")
 flags.DEFINE_integer("embedding_size", 0, "Word vector width (0: the first layer's size).")
-flags.DEFINE_float("init_scale", 0.1, "Weights start uniform in [-init_scale, init_scale].")
 flags.DEFINE_float("dropout", 0.0, "Non-recurrent dropout rate (1 - the original's keep_prob).")
-flags.DEFINE_integer("steps", 20, "Unrolled time steps (truncated BPTT length).")
-flags.DEFINE_integer("batch_size", 20, "Training (and validation) batch size.")
-flags.DEFINE_integer("test_batch_size", 1, "Test batch size (1 as the original).")
-flags.DEFINE_integer("epochs", 13, "Total epochs (the original's max_max_epoch).")
-flags.DEFINE_float("learning_rate", 1.0, "Initial SGD learning rate (original's units).")
-flags.DEFINE_enum("lr_schedule", "zaremba", training.SCHEDULES,
-                  "zaremba: decay every epoch after --max_epoch; step: decay every "
-                  "--lr_step_epochs (the ISS sparselarge schedule); constant.")
-flags.DEFINE_float("lr_decay", 0.5, "Learning-rate decay factor.")
-flags.DEFINE_integer("max_epoch", 4, "Epochs at the initial learning rate (zaremba schedule).")
-flags.DEFINE_integer("lr_step_epochs", 0, "Epochs per decay step (step schedule; 0: epochs // 3).")
-flags.DEFINE_float("max_grad_norm", 5.0, "Global gradient-norm clip (original's units).")
-flags.DEFINE_float("iss_strength", 0.0, "ISS group Lasso lambda (original's units, e.g. 0.00245).")
-flags.DEFINE_float("l1_strength", 0.0, "L1 coefficient on all weights but the embedding.")
-flags.DEFINE_float("weight_decay", 0.0, "L2 coefficient on all weights but the embedding.")
-flags.DEFINE_bool("proximal", False, "Apply ISS by proximal (group soft-threshold) steps.")
-flags.DEFINE_float("zero_threshold", 1e-4, "Weights below it are zeroed after every step (0: off).")
-flags.DEFINE_float("component_threshold", 0.0,
-                   "Whole ISS components with a smaller norm are zeroed after every step (0: off).")
-flags.DEFINE_bool("freeze", True, "Keep removed components at zero.")
-flags.DEFINE_integer("train_tokens", 0, "Use only the first N training tokens (0: all).")
-flags.DEFINE_integer("seed", 0, "Random seed.")
-flags.DEFINE_string("restore_from", None, "Workdir or checkpoint to start from (fine-tuning).")
-flags.DEFINE_bool("export", True, "Shrink-and-export step at the end (SavedModel, TFLite).")
-flags.DEFINE_list("quantize", [], "Extra TFLite exports: int8, float16.")
-flags.DEFINE_integer("verbose", 1, "1: Keras progress bar, 2: one line per epoch, 0: quiet.")
-
 FLAGS = flags.FLAGS
-FLAGS_FILE = "flags.txt"
 
 
-def config_from_flags():
-    return training.TrainConfig(
-        steps=FLAGS.steps, batch_size=FLAGS.batch_size, eval_batch_size=FLAGS.batch_size,
-        test_batch_size=FLAGS.test_batch_size, epochs=FLAGS.epochs,
-        learning_rate=FLAGS.learning_rate, lr_schedule=FLAGS.lr_schedule, lr_decay=FLAGS.lr_decay,
-        max_epoch=FLAGS.max_epoch, lr_step_epochs=FLAGS.lr_step_epochs,
-        max_grad_norm=FLAGS.max_grad_norm, iss_strength=FLAGS.iss_strength,
-        l1_strength=FLAGS.l1_strength, weight_decay=FLAGS.weight_decay, proximal=FLAGS.proximal,
-        zero_threshold=FLAGS.zero_threshold, component_threshold=FLAGS.component_threshold,
-        freeze=FLAGS.freeze, train_tokens=FLAGS.train_tokens, seed=FLAGS.seed)
+def hidden_sizes():
+    try:
+        sizes = [int(h) for h in FLAGS.hidden_sizes]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--hidden_sizes must be positive integers. Received: {FLAGS.hidden_sizes}")
+    return sizes
 
 
-def model_builder():
-    sizes = [int(h) for h in FLAGS.hidden_sizes]
+def make_builder():
+    sizes = hidden_sizes()
 
     def build(batch_size, steps, stateful, streaming, regularization):
         reg = regularization or {}
@@ -88,55 +51,10 @@ def model_builder():
     return build
 
 
-def read_data():
-    try:
-        return load_ptb(FLAGS.data_dir, FLAGS.vocab_size)[0]
-    except FileNotFoundError as e:
-        if not FLAGS.download:
-            raise FileNotFoundError(f"{e} Or add --download to fetch them.") from e
-    return load_ptb(download_ptb(), FLAGS.vocab_size)[0]
-
-
 def main(argv):
-    logging.set_verbosity(logging.WARNING)  # TensorFlow's export chatter
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments {argv[1:]}; every setting is a --flag.")
-    try:
-        config = config_from_flags()
-        sizes = [int(h) for h in FLAGS.hidden_sizes]
-        if not sizes or min(sizes) < 1:
-            raise ValueError(f"--hidden_sizes must be positive integers. Received: {FLAGS.hidden_sizes}")
-        bad = sorted(set(FLAGS.quantize) - {"int8", "float16"})
-        if bad:
-            raise ValueError(f"--quantize takes int8 and/or float16. Received: {bad}")
-        if not FLAGS.data_dir:
-            raise ValueError("--data_dir is required: the directory holding ptb.train.txt, "
-                             "ptb.valid.txt and ptb.test.txt (add --download to fetch them).")
-        if not FLAGS.workdir:
-            raise ValueError("--workdir is required: checkpoints, logs and exports go there.")
-    except ValueError as e:
-        raise app.UsageError(str(e))
-    try:
-        splits = read_data()
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"Error: {e}")
-
-    os.makedirs(FLAGS.workdir, exist_ok=True)
-    flagfile = os.path.join(FLAGS.workdir, FLAGS_FILE)
-    current = "".join(f"{f.serialize()}\n" for f in FLAGS.get_key_flags_for_module(sys.argv[0]))
-    if os.path.exists(flagfile) and open(flagfile).read() != current:
-        print(f"Note: flags differ from those saved in {flagfile} (kept as {FLAGS_FILE}.previous).")
-        os.replace(flagfile, flagfile + ".previous")
-    training.write_text(flagfile, current)
-
-    trainer = training.LanguageModelTrainer(model_builder(), config, splits, FLAGS.workdir,
-                                            verbose=FLAGS.verbose)
-    model = trainer.train(restore_from=FLAGS.restore_from)
-    results = trainer.finish(model, export=FLAGS.export, quantize=tuple(FLAGS.quantize))
-    print("\n" + training.results_table(results))
-    print(f"\nresults: {os.path.join(FLAGS.workdir, 'results.json')} (replay: python ptb/train.py "
-          f"--flagfile={flagfile})")
-    return 0
+    return cli.run_language_model(make_builder, check_model_flags=hidden_sizes)
 
 
 if __name__ == "__main__":

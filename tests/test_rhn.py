@@ -63,7 +63,7 @@ def component_elements(model, k):
 
 
 def test_tied_rhn_penalty_matches_numpy_enumeration():
-    model = rhn_language_model(30, 6, depth=3, recurrent_regularizer=iss_keras.ISSRegularizer(0.1))
+    model = rhn_language_model(30, 6, depth=3, iss_strength=0.1)
     randomize(model, seed=3)
     iss_keras.couple(model)
     values = {v.path: value(v) for v in model.weights}
@@ -136,8 +136,7 @@ def test_tied_rhn_macs_count_the_softmax():
 def test_rhn_language_model_round_trips_through_keras_file(tmp_path):
     model = rhn_language_model(30, 6, depth=2, embedding_dropout=0.1, input_dropout=0.2,
                                hidden_dropout=0.3, output_dropout=0.2,
-                               recurrent_regularizer=iss_keras.ISSRegularizer(0.01),
-                               zero_threshold=1e-4)
+                               iss_strength=0.01, weight_decay=1e-7, zero_threshold=1e-4)
     randomize(model, seed=4)
     path = tmp_path / "rhn.keras"
     model.save(path)

@@ -1,0 +1,124 @@
+"""The flags and `main` shared by the absl trainers (ptb/, rhns/, ...).
+
+A trainer script defines only its model flags and a model builder, then calls
+`run_language_model(make_builder)`; data, schedule, sparsity, checkpointing
+and the shrink-and-export step are the same for every model.
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+from iss_keras import training
+from iss_keras.datasets import download_ptb, load_ptb
+
+FLAGS = flags.FLAGS
+FLAGS_FILE = "flags.txt"
+
+flags.DEFINE_string("data_dir", None, "Directory with ptb.train.txt, ptb.valid.txt, ptb.test.txt.")
+flags.DEFINE_bool("download", False, "Download simple-examples.tgz if --data_dir lacks the files "
+                  "(needs internet).")
+flags.DEFINE_string("workdir", None, "Checkpoints, logs, exports and results.json go here.")
+flags.DEFINE_integer("vocab_size", 10000, "Most frequent training words kept (PTB has 10k).")
+flags.DEFINE_float("init_scale", 0.1, "Weights start uniform in [-init_scale, init_scale].")
+flags.DEFINE_integer("steps", 20, "Unrolled time steps (truncated BPTT length).")
+flags.DEFINE_integer("batch_size", 20, "Training (and validation) batch size.")
+flags.DEFINE_integer("test_batch_size", 1, "Test batch size (1 as the original).")
+flags.DEFINE_integer("epochs", 13, "Total epochs (the original's max_max_epoch).")
+flags.DEFINE_float("learning_rate", 1.0, "Initial SGD learning rate (original's units).")
+flags.DEFINE_enum("lr_schedule", "zaremba", training.SCHEDULES,
+                  "zaremba: decay every epoch after --max_epoch; step: decay every "
+                  "--lr_step_epochs (the ISS sparselarge schedule); constant.")
+flags.DEFINE_float("lr_decay", 0.5, "Learning-rate decay factor.")
+flags.DEFINE_integer("max_epoch", 4, "Epochs at the initial learning rate (zaremba schedule).")
+flags.DEFINE_integer("lr_step_epochs", 0, "Epochs per decay step (step schedule; 0: epochs // 3).")
+flags.DEFINE_float("max_grad_norm", 5.0, "Global gradient-norm clip (original's units).")
+flags.DEFINE_float("iss_strength", 0.0, "ISS group Lasso lambda (original's units, e.g. 0.00245).")
+flags.DEFINE_float("l1_strength", 0.0, "L1 coefficient on all weights but the embedding.")
+flags.DEFINE_float("weight_decay", 0.0, "L2 coefficient (original's units).")
+flags.DEFINE_bool("proximal", False, "Apply ISS by proximal (group soft-threshold) steps.")
+flags.DEFINE_float("zero_threshold", 1e-4, "Weights below it are zeroed after every step (0: off).")
+flags.DEFINE_float("component_threshold", 0.0,
+                   "Whole ISS components with a smaller norm are zeroed after every step (0: off).")
+flags.DEFINE_bool("freeze", True, "Keep removed components at zero.")
+flags.DEFINE_integer("train_tokens", 0, "Use only the first N training tokens (0: all).")
+flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_string("restore_from", None, "Workdir or checkpoint to start from (fine-tuning).")
+flags.DEFINE_bool("export", True, "Shrink-and-export step at the end (SavedModel, TFLite).")
+flags.DEFINE_list("quantize", [], "Extra TFLite exports: int8, float16.")
+flags.DEFINE_integer("verbose", 1, "1: Keras progress bar, 2: one line per epoch, 0: quiet.")
+
+
+def config_from_flags():
+    return training.TrainConfig(
+        steps=FLAGS.steps, batch_size=FLAGS.batch_size, eval_batch_size=FLAGS.batch_size,
+        test_batch_size=FLAGS.test_batch_size, epochs=FLAGS.epochs,
+        learning_rate=FLAGS.learning_rate, lr_schedule=FLAGS.lr_schedule, lr_decay=FLAGS.lr_decay,
+        max_epoch=FLAGS.max_epoch, lr_step_epochs=FLAGS.lr_step_epochs,
+        max_grad_norm=FLAGS.max_grad_norm, iss_strength=FLAGS.iss_strength,
+        l1_strength=FLAGS.l1_strength, weight_decay=FLAGS.weight_decay, proximal=FLAGS.proximal,
+        zero_threshold=FLAGS.zero_threshold, component_threshold=FLAGS.component_threshold,
+        freeze=FLAGS.freeze, train_tokens=FLAGS.train_tokens, seed=FLAGS.seed)
+
+
+def read_ptb():
+    try:
+        return load_ptb(FLAGS.data_dir, FLAGS.vocab_size)[0]
+    except FileNotFoundError as e:
+        if not FLAGS.download:
+            raise FileNotFoundError(f"{e} Or add --download to fetch them.") from e
+    return load_ptb(download_ptb(), FLAGS.vocab_size)[0]
+
+
+def _save_flags(script):
+    flagfile = os.path.join(FLAGS.workdir, FLAGS_FILE)
+    current = "".join(f"{f.serialize()}\n" for f in FLAGS.get_key_flags_for_module(script)
+                      if f.serialize())  # an unset string flag serializes to ""
+    if os.path.exists(flagfile):
+        with open(flagfile) as f:
+            if f.read() != current:
+                print(f"Note: flags differ from those saved in {flagfile} (kept as "
+                      f"{FLAGS_FILE}.previous).")
+                os.replace(flagfile, flagfile + ".previous")
+    training.write_text(flagfile, current)
+    return flagfile
+
+
+def run_language_model(make_builder, check_model_flags=None):
+    """The body of a trainer's `main`: validate, load PTB, train, shrink, export.
+
+    Args:
+        make_builder: zero-argument callable returning the
+            `LanguageModelTrainer` model builder for the current flags.
+        check_model_flags: optional callable raising ValueError on bad model flags.
+    """
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's export chatter
+    try:
+        config = config_from_flags()
+        if check_model_flags is not None:
+            check_model_flags()
+        bad = sorted(set(FLAGS.quantize) - {"int8", "float16"})
+        if bad:
+            raise ValueError(f"--quantize takes int8 and/or float16. Received: {bad}")
+        if not FLAGS.data_dir:
+            raise ValueError("--data_dir is required: the directory holding ptb.train.txt, "
+                             "ptb.valid.txt and ptb.test.txt (add --download to fetch them).")
+        if not FLAGS.workdir:
+            raise ValueError("--workdir is required: checkpoints, logs and exports go there.")
+    except ValueError as e:
+        raise app.UsageError(str(e))
+    try:
+        splits = read_ptb()
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"Error: {e}")
+    os.makedirs(FLAGS.workdir, exist_ok=True)
+    flagfile = _save_flags(sys.argv[0])
+    trainer = training.LanguageModelTrainer(make_builder(), config, splits, FLAGS.workdir,
+                                            verbose=FLAGS.verbose)
+    model = trainer.train(restore_from=FLAGS.restore_from)
+    results = trainer.finish(model, export=FLAGS.export, quantize=tuple(FLAGS.quantize))
+    print("\n" + training.results_table(results))
+    print(f"\nresults: {os.path.join(FLAGS.workdir, 'results.json')} (replay: python "
+          f"{sys.argv[0]} --flagfile={flagfile})")
+    return 0
