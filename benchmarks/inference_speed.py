@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -35,6 +34,7 @@ from iss_keras import export  # noqa: E402
 from iss_keras.lm import hidden_sizes, lstm_language_model, zero_states  # noqa: E402
 from iss_keras.report import sparsity_report  # noqa: E402
 from iss_keras.timing import interleaved_medians  # noqa: E402
+from iss_keras.training import write_text  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -150,11 +150,7 @@ def main(argv=None):
     for workload, t in result["timings"].items():
         print(f"{workload:<26}{t['dense_ms']:>12.3f}{t['shrunk_ms']:>12.3f}{t['speedup']:>9.2f}x  "
               f"{t['unit']} (median of {args.repeats})")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)), suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, args.out)
+    write_text(args.out, json.dumps(result, indent=1))
     print(f"wrote {args.out}")
     return result
 

@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -23,6 +22,7 @@ import numpy as np  # noqa: E402
 
 from iss_keras import export  # noqa: E402
 from iss_keras.timing import interleaved_medians  # noqa: E402
+from iss_keras.training import write_text  # noqa: E402
 
 
 def main(argv=None):
@@ -73,11 +73,7 @@ def main(argv=None):
     for name, r in result["paths"].items():
         print(f"{name:<6} {r['median_ms']:9.3f} ms  max|diff| {r['max_abs_diff']:.2g}  ops {r['ops']}")
     print(f"fused / while time: {result['fused_over_while_time']:.2f}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)), suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, args.out)
+    write_text(args.out, json.dumps(result, indent=1))
     return result
 
 

@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -32,7 +31,7 @@ import numpy as np  # noqa: E402
 
 import iss_keras  # noqa: E402
 from iss_keras.lm import lstm_language_model  # noqa: E402
-from iss_keras.training import stream_batches  # noqa: E402
+from iss_keras.training import stream_batches, write_text  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -141,11 +140,7 @@ def main(argv=None):
               f"{result['step_time_ratio_vs_plain'][name]:>21.3f}x")
     if torch_note != "measured":
         print("torch_reference: torch is not importable here; install torch to compare.")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)), suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, args.out)
+    write_text(args.out, json.dumps(result, indent=1))
     print(f"wrote {args.out}")
     return result
 

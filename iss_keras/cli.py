@@ -85,6 +85,17 @@ def _save_flags(script):
     return flagfile
 
 
+def main(make_builder, check_model_flags=None):
+    """A trainer script's `main(argv)` for `absl.app.run`; see `run_language_model`."""
+
+    def trainer_main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"Unexpected arguments {argv[1:]}; every setting is a --flag.")
+        return run_language_model(make_builder, check_model_flags)
+
+    return trainer_main
+
+
 def run_language_model(make_builder, check_model_flags=None):
     """The body of a trainer's `main`: validate, load PTB, train, shrink, export.
 

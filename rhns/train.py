@@ -56,11 +56,5 @@ def make_builder():
     return build
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments {argv[1:]}; every setting is a --flag.")
-    return cli.run_language_model(make_builder, check_model_flags=check_model_flags)
-
-
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(make_builder, check_model_flags=check_model_flags))

@@ -1,6 +1,5 @@
 import os
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")

@@ -1,5 +1,7 @@
 """Independent NumPy references and model builders shared by the tests."""
 
+import importlib
+
 import keras
 import numpy as np
 from keras import ops
@@ -73,6 +75,46 @@ def zero_outgoing(model, family, units):
         variables[fp.variable].assign(np.moveaxis(w, 0, fp.axis))
 
 
+def zero_random_units(model, groups, seed, at_least=0):
+    """Zero the outgoing weights of a random subset (never all) of each family's units."""
+    rng = np.random.default_rng(seed)
+    removed = {}
+    for family in groups:
+        n = int(rng.integers(at_least, family.size))
+        removed[family.name] = sorted(rng.choice(family.size, size=n, replace=False).tolist())
+        zero_outgoing(model, family, removed[family.name])
+    return removed
+
+
 def run(model, inputs):
     out = model(inputs, training=False)
     return [value(o) for o in keras.tree.flatten(out)]
+
+
+def run_script(script, *flags, backend="tensorflow", timeout=600):
+    """Run a repository script (e.g. "ptb/train.py") as a user would; returns the CompletedProcess."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": backend}
+    return subprocess.run([sys.executable, os.path.join(root, script), *flags], capture_output=True,
+                          text=True, timeout=timeout, cwd=root, env=env)
+
+
+def assert_shrunk_outputs_equal(model, small, plan, seed):
+    """Independent check that `small` computes what `model` does (resized states remapped)."""
+    shrinking = importlib.import_module("iss_keras.shrink")
+    inputs = shrinking.probe_inputs(model, seed=seed)
+    maps = shrinking._tensor_maps(plan, model)
+    small_inputs = [shrinking.remap(x, {x.ndim - 1: maps[("input", i)]}) if ("input", i) in maps
+                    else x for i, x in enumerate(inputs)]
+    for m in (model, small):
+        shrinking._reset_states(m)
+    expected = run(model, inputs if len(inputs) > 1 else inputs[0])
+    got = run(small, small_inputs if len(inputs) > 1 else small_inputs[0])
+    for i, (e, g) in enumerate(zip(expected, got)):
+        if ("output", i) in maps:
+            e = shrinking.remap(e, {e.ndim - 1: maps[("output", i)]})
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)

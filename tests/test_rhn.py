@@ -1,16 +1,12 @@
 """Recurrent Highway Networks: the step, the ISS groups, shrink, serialization, dropout masks."""
 
-import importlib
-
 import keras
 import numpy as np
 import pytest
 
 import iss_keras
-from helpers import randomize, run, value, zero_outgoing
+from helpers import assert_shrunk_outputs_equal, randomize, value, zero_random_units
 from iss_keras.rhn import RHNCell, rhn_language_model
-
-shrinking = importlib.import_module("iss_keras.shrink")
 
 
 def sigmoid(z):
@@ -101,24 +97,10 @@ def test_rhn_shrink_keeps_outputs(builder, seed):
     model = builder()
     randomize(model, seed=seed)
     groups = iss_keras.discover_groups(model)
-    rng = np.random.default_rng(seed)
-    removed = {}
-    for family in groups:
-        n = int(rng.integers(1, family.size))
-        removed[family.name] = sorted(rng.choice(family.size, size=n, replace=False).tolist())
-        zero_outgoing(model, family, removed[family.name])
+    removed = zero_random_units(model, groups, seed, at_least=1)
     small, plan = iss_keras.shrink(model)
     assert plan.removed == removed
-    inputs = shrinking.probe_inputs(model, seed=seed + 5)
-    maps = shrinking._tensor_maps(plan, model)
-    small_inputs = [shrinking.remap(x, {x.ndim - 1: maps[("input", i)]}) if ("input", i) in maps
-                    else x for i, x in enumerate(inputs)]
-    expected = run(model, inputs if len(inputs) > 1 else inputs[0])
-    got = run(small, small_inputs if len(inputs) > 1 else small_inputs[0])
-    for i, (e, g) in enumerate(zip(expected, got)):
-        if ("output", i) in maps:
-            e = shrinking.remap(e, {e.ndim - 1: maps[("output", i)]})
-        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+    assert_shrunk_outputs_equal(model, small, plan, seed + 5)
     kept = 7 - len(removed.get("rhn", []))
     if builder in (tied, tied_streaming):
         assert small.get_layer("embedding").output_dim == kept

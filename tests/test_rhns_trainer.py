@@ -2,20 +2,17 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
+from helpers import run_script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN = os.path.join(ROOT, "rhns", "train.py")
 TINY = os.path.join(ROOT, "rhns", "configs", "tiny_test.flags")
 
 
-def run_trainer(*flags, timeout=600):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
-    return subprocess.run([sys.executable, TRAIN, *flags], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env=env)
+def run_trainer(*flags, **kwargs):
+    return run_script("rhns/train.py", *flags, **kwargs)
 
 
 @pytest.mark.slow

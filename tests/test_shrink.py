@@ -7,7 +7,8 @@ import importlib
 import iss_keras
 
 shrinking = importlib.import_module("iss_keras.shrink")
-from helpers import randomize, run, zero_outgoing
+from helpers import (assert_shrunk_outputs_equal, randomize, run, zero_outgoing,
+                     zero_random_units)
 
 L = keras.layers
 
@@ -74,31 +75,14 @@ def test_shrink_removes_zeroed_units_and_keeps_outputs(builder, seed):
     model = builder()
     randomize(model, seed=seed)
     groups = iss_keras.discover_groups(model)
-    rng = np.random.default_rng(seed)
-    removed = {}
-    for family in groups:
-        n = rng.integers(0, family.size)  # leave at least one unit
-        removed[family.name] = sorted(rng.choice(family.size, size=n, replace=False).tolist())
-        zero_outgoing(model, family, removed[family.name])
+    removed = zero_random_units(model, groups, seed)
 
     small, plan = iss_keras.shrink(model)
 
     assert plan.removed == removed
     for family in groups:
         assert len(plan.kept[family.name]) == family.size - len(removed[family.name])
-    # Independent check of equal outputs (shrink verified too).
-    inputs = _probe(model, seed + 10)
-    maps = shrinking._tensor_maps(plan, model)
-    small_inputs = [shrinking.remap(x, {x.ndim - 1: maps[("input", i)]})
-                    if ("input", i) in maps else x for i, x in enumerate(inputs)]
-    for m in (model, small):
-        shrinking._reset_states(m)
-    expected = run(model, inputs if len(inputs) > 1 else inputs[0])
-    got = run(small, small_inputs if len(inputs) > 1 else small_inputs[0])
-    for i, (e, g) in enumerate(zip(expected, got)):
-        if ("output", i) in maps:
-            e = shrinking.remap(e, {e.ndim - 1: maps[("output", i)]})
-        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+    assert_shrunk_outputs_equal(model, small, plan, seed + 10)  # shrink verified too
     report = iss_keras.sparsity_report(small)
     assert report.totals["weights"] == iss_keras.sparsity_report(model).totals["weights_after"]
 
