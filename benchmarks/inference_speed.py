@@ -34,7 +34,7 @@ from iss_keras import export  # noqa: E402
 from iss_keras.lm import hidden_sizes, lstm_language_model, zero_states  # noqa: E402
 from iss_keras.report import sparsity_report  # noqa: E402
 from iss_keras.timing import interleaved_medians  # noqa: E402
-from iss_keras.training import write_text  # noqa: E402
+from iss_keras.files import write_text  # noqa: E402
 
 
 def parse_args(argv=None):

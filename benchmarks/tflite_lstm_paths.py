@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 
 from iss_keras import export  # noqa: E402
 from iss_keras.timing import interleaved_medians  # noqa: E402
-from iss_keras.training import write_text  # noqa: E402
+from iss_keras.files import write_text  # noqa: E402
 
 
 def main(argv=None):

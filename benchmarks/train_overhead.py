@@ -31,7 +31,8 @@ import numpy as np  # noqa: E402
 
 import iss_keras  # noqa: E402
 from iss_keras.lm import lstm_language_model  # noqa: E402
-from iss_keras.training import stream_batches, write_text  # noqa: E402
+from iss_keras.files import write_text  # noqa: E402
+from iss_keras.training import stream_batches  # noqa: E402
 
 
 def parse_args(argv=None):

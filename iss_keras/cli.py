@@ -12,6 +12,7 @@ from absl import app, flags, logging
 
 from iss_keras import training
 from iss_keras.datasets import download_ptb, load_ptb
+from iss_keras.files import write_text
 
 FLAGS = flags.FLAGS
 FLAGS_FILE = "flags.txt"
@@ -81,7 +82,7 @@ def _save_flags(script):
                 print(f"Note: flags differ from those saved in {flagfile} (kept as "
                       f"{FLAGS_FILE}.previous).")
                 os.replace(flagfile, flagfile + ".previous")
-    training.write_text(flagfile, current)
+    write_text(flagfile, current)
     return flagfile
 
 

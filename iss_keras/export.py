@@ -15,15 +15,14 @@ LSTM instead gives the fused UNIDIRECTIONAL_SEQUENCE_LSTM op, but it measured
 so only the builtin WHILE path is offered.
 """
 
-import contextlib
 import os
-import shutil
 import tempfile
 
 import keras
 import numpy as np
 from keras import ops
 
+from iss_keras.files import atomic_path
 from iss_keras.shrink import probe_inputs
 
 QUANTIZATIONS = (None, "int8", "float16")
@@ -167,42 +166,6 @@ def _compare(expected, got, tolerance, what):
     return worst_abs, worst_rel
 
 
-@contextlib.contextmanager
-def _atomic_path(path, directory):
-    """Yield a temporary path beside `path`; on success move it onto `path`."""
-    path = os.path.abspath(path)
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    base = os.path.basename(path)
-    if directory:
-        tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
-    else:
-        fd, tmp = tempfile.mkstemp(prefix=f".{base}.tmp-", dir=parent)
-        os.close(fd)
-
-    def remove(p):
-        if os.path.isdir(p):
-            shutil.rmtree(p, ignore_errors=True)
-        elif os.path.exists(p):
-            os.remove(p)
-
-    try:
-        yield tmp
-        if directory and os.path.exists(path):
-            # A directory cannot be replaced in one rename: park the old one,
-            # move the new one in, then delete the old one.
-            old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
-            os.rmdir(old)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            remove(old)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        remove(tmp)
-        raise
-
-
 def _size(path):
     if os.path.isfile(path):
         return os.path.getsize(path)
@@ -239,7 +202,7 @@ def export_saved_model(model, path, batch_size=None, steps=None, probe=None, tol
     archive = _archive(model, shapes, endpoint)
     inputs = probe if probe is not None else _probe(model, shapes)
     expected = _keras_outputs(model, inputs)
-    with _atomic_path(path, directory=True) as tmp:
+    with atomic_path(path, directory=True) as tmp:
         archive.write_out(tmp, verbose=False)
         loaded = tf.saved_model.load(tmp)  # keep a reference: it owns the variables
         served = getattr(loaded, endpoint)(*[tf.constant(x) for x in inputs])
@@ -354,7 +317,7 @@ def export_tflite(model, path, batch_size=1, steps=None, quantize=None, probe=No
     interp = tflite_interpreter(model_content=blob)
     got = run_tflite(interp, inputs, input_names(model))
     worst_abs, worst_rel = _compare(expected, got, tolerance, "TFLite model")
-    with _atomic_path(path, directory=False) as tmp:
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(blob)
     return ExportReport(os.path.abspath(path), "tflite", len(blob), worst_abs, worst_rel, shapes,

@@ -12,14 +12,13 @@ is exact whatever its own incoming weights and bias are.
 """
 
 import json
-import os
-import tempfile
 
 import keras
 import numpy as np
 from keras import ops
 
 from iss_keras.discovery import discover_groups, functional_graph, rnn_cell
+from iss_keras.files import write_text
 from iss_keras.groups import GroupSet, check_footprints, outgoing_zero_mask, variables_by_path
 
 
@@ -79,16 +78,7 @@ class ShrinkPlan:
 
     def save(self, path):
         """Write the plan as JSON atomically (temporary file, then rename)."""
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".plan-", dir=directory)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(self.to_json(indent=1))
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        write_text(path, self.to_json(indent=1))
 
     @classmethod
     def load(cls, path):

@@ -21,7 +21,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 
 import keras
@@ -29,6 +28,7 @@ import numpy as np
 from keras import ops
 
 from iss_keras.enforcement import ComponentEnforcer
+from iss_keras.files import atomic_path, write_text
 from iss_keras.penalties import couple
 from iss_keras.report import sparsity_report
 from iss_keras.shrink import ShrinkVerificationError, shrink
@@ -197,31 +197,6 @@ class _ResetStatesEachEpoch(keras.callbacks.Callback):
         reset_states(self.model)
 
 
-def _atomic_write(path, write):
-    """Call write(tmp_path), then rename onto `path` (never a half-written file)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    suffix = os.path.splitext(path)[1]  # Keras insists on a ".keras" ending
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".tmp-", suffix=suffix,
-                               dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def write_text(path, text):
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    _atomic_write(path, write)
-
-
 def save_checkpoint(path, model, epoch, history):
     """Weights, optimizer variables, the epoch done and the history, in one file."""
     arrays = {f"w{i}": ops.convert_to_numpy(v) for i, v in enumerate(model.weights)}
@@ -232,11 +207,9 @@ def save_checkpoint(path, model, epoch, history):
             "weights": [v.path for v in model.weights]}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
 
-    def write(tmp):
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-
-    _atomic_write(path, write)
 
 
 def load_checkpoint(path, model, optimizer=True):
@@ -491,7 +464,8 @@ class LanguageModelTrainer:
         small_stream, _ = shrink(dense_stream)
         # Streaming (state in, state out) models, for serving and benchmarks/inference_speed.py.
         for m, name in ((dense_stream, "sparse.keras"), (small_stream, "shrunk.keras")):
-            _atomic_write(os.path.join(self.workdir, name), m.save)
+            with atomic_path(os.path.join(self.workdir, name)) as tmp:
+                m.save(tmp)
         if measure_speed:
             results["speed"] = streaming_speed(dense_stream, small_stream)
         if export:
