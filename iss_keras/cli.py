@@ -21,7 +21,9 @@ flags.DEFINE_string("data_dir", None, "Directory with ptb.train.txt, ptb.valid.t
 flags.DEFINE_bool("download", False, "Download simple-examples.tgz if --data_dir lacks the files "
                   "(needs internet).")
 flags.DEFINE_string("workdir", None, "Checkpoints, logs, exports and results.json go here.")
-flags.DEFINE_integer("vocab_size", 10000, "Most frequent training words kept (PTB has 10k).")
+flags.DEFINE_integer("vocab_size", 0, "0: the whole training vocabulary with the original reader's "
+                     "ids (PTB: 10,000 words, none merged). N < 10,000: the N-1 most frequent words "
+                     "keep their ids and every other word maps to one OOV id (not a paper recipe).")
 flags.DEFINE_float("init_scale", 0.1, "Weights start uniform in [-init_scale, init_scale].")
 flags.DEFINE_integer("steps", 20, "Unrolled time steps (truncated BPTT length).")
 flags.DEFINE_integer("batch_size", 20, "Training (and validation) batch size.")
@@ -38,11 +40,18 @@ flags.DEFINE_float("max_grad_norm", 5.0, "Global gradient-norm clip (original's 
 flags.DEFINE_float("iss_strength", 0.0, "ISS group Lasso lambda (original's units, e.g. 0.00245).")
 flags.DEFINE_float("l1_strength", 0.0, "L1 coefficient on all weights but the embedding.")
 flags.DEFINE_float("weight_decay", 0.0, "L2 coefficient (original's units).")
-flags.DEFINE_bool("proximal", False, "Apply ISS by proximal (group soft-threshold) steps.")
-flags.DEFINE_float("zero_threshold", 1e-4, "Weights below it are zeroed after every step (0: off).")
+flags.DEFINE_bool("proximal", False, "[ours, not in the paper] Apply ISS by proximal "
+                  "(group soft-threshold) steps instead of its subgradient.")
+flags.DEFINE_float("zero_threshold", 1e-4,
+                   "Sparsity runs only (ISS or L1 on), as the original: every weight (embedding "
+                   "and biases too) below max(zero_threshold, 2 x l1_strength) is zeroed after "
+                   "every step. Baselines zero nothing. 0: off.")
 flags.DEFINE_float("component_threshold", 0.0,
-                   "Whole ISS components with a smaller norm are zeroed after every step (0: off).")
-flags.DEFINE_bool("freeze", True, "Keep removed components at zero.")
+                   "[ours, not in the paper] Whole ISS components with a smaller norm are zeroed "
+                   "after every step (0: off).")
+flags.DEFINE_bool("freeze", False,
+                  "[ours, not in the paper] Keep removed components at zero. The original lets a "
+                  "zeroed unit regrow (its --freeze_mode was unset for the paper).")
 flags.DEFINE_integer("train_tokens", 0, "Use only the first N training tokens (0: all).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("restore_from", None, "Workdir or checkpoint to start from (fine-tuning).")
@@ -64,12 +73,13 @@ def config_from_flags():
 
 
 def read_ptb():
+    """`(splits, vocabulary)` of the PTB files named by the flags."""
     try:
-        return load_ptb(FLAGS.data_dir, FLAGS.vocab_size)[0]
+        return load_ptb(FLAGS.data_dir, FLAGS.vocab_size)
     except FileNotFoundError as e:
         if not FLAGS.download:
             raise FileNotFoundError(f"{e} Or add --download to fetch them.") from e
-    return load_ptb(download_ptb(), FLAGS.vocab_size)[0]
+    return load_ptb(download_ptb(), FLAGS.vocab_size)
 
 
 def _save_flags(script):
@@ -101,7 +111,7 @@ def run_language_model(make_builder, check_model_flags=None):
     """The body of a trainer's `main`: validate, load PTB, train, shrink, export.
 
     Args:
-        make_builder: zero-argument callable returning the
+        make_builder: `make_builder(vocab_size)` returns the
             `LanguageModelTrainer` model builder for the current flags.
         check_model_flags: optional callable raising ValueError on bad model flags.
     """
@@ -121,12 +131,12 @@ def run_language_model(make_builder, check_model_flags=None):
     except ValueError as e:
         raise app.UsageError(str(e))
     try:
-        splits = read_ptb()
+        splits, vocabulary = read_ptb()
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"Error: {e}")
     os.makedirs(FLAGS.workdir, exist_ok=True)
     flagfile = _save_flags(sys.argv[0])
-    trainer = training.LanguageModelTrainer(make_builder(), config, splits, FLAGS.workdir,
+    trainer = training.LanguageModelTrainer(make_builder(len(vocabulary)), config, splits, FLAGS.workdir,
                                             verbose=FLAGS.verbose)
     model = trainer.train(restore_from=FLAGS.restore_from)
     results = trainer.finish(model, export=FLAGS.export, quantize=tuple(FLAGS.quantize))

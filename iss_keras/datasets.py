@@ -39,13 +39,34 @@ def download_ptb(cache_dir=None):
     raise FileNotFoundError(f"{PTB_URL} was unpacked under {root!r} but holds no {list(PTB_FILES)}.")
 
 
+def ptb_vocabulary(train_words, vocab_size=None):
+    """The word list (index = id) of the original reader, optionally truncated.
+
+    The original (`reader._build_vocab`) orders the training words by count,
+    descending, then alphabetically, with no extra id: PTB's 10,000 training
+    types get ids 0..9999. With `vocab_size` smaller than that, the
+    `vocab_size - 1` most frequent words keep those same ids and `"<oov>"`
+    (the last id) stands for every other word.
+    """
+    counts = collections.Counter(train_words)
+    vocabulary = sorted(counts, key=lambda w: (-counts[w], w))
+    if vocab_size is None or int(vocab_size) == 0 or int(vocab_size) >= len(vocabulary):
+        return vocabulary
+    if int(vocab_size) < 2:
+        raise ValueError(f"vocab_size must be >= 2, or 0 for the whole training vocabulary. "
+                         f"Received: vocab_size={vocab_size}")
+    return vocabulary[:int(vocab_size) - 1] + ["<oov>"]
+
+
 def load_ptb(data_dir, vocab_size=None):
-    """Read PTB as integer ids, one `<eos>` per line.
+    """Read PTB as integer ids, one `<eos>` per line, with the original reader's ids.
 
     Args:
         data_dir: directory holding ptb.train.txt, ptb.valid.txt, ptb.test.txt.
-        vocab_size: keep the `vocab_size - 1` most frequent training words and
-            map the rest to id 0; None keeps the full 10k vocabulary.
+        vocab_size: None or 0 (or >= 10,000 on PTB) keeps the whole training
+            vocabulary, as the original; a smaller number keeps the
+            `vocab_size - 1` most frequent words and maps the rest to one
+            OOV id (see `ptb_vocabulary`).
 
     Returns:
         `(splits, vocabulary)`: dict split name -> int32 array, and the list
@@ -62,15 +83,17 @@ def load_ptb(data_dir, vocab_size=None):
             f"PTB directory {data_dir!r} lacks {missing}. It must hold {list(PTB_FILES)} "
             f"from simple-examples/data ({PTB_URL}).")
     words = {name.split(".")[1]: _read_words(os.path.join(data_dir, name)) for name in PTB_FILES}
-    counts = collections.Counter(words["train"])
-    if vocab_size is None:
-        vocabulary = sorted(counts, key=lambda w: (-counts[w], w))
-    elif vocab_size < 2:
-        raise ValueError(f"vocab_size must be >= 2. Received: vocab_size={vocab_size}")
-    else:
-        vocabulary = ["<oov>"] + [w for w, _ in counts.most_common(vocab_size - 1)]
+    vocabulary = ptb_vocabulary(words["train"], vocab_size)
     index = {w: i for i, w in enumerate(vocabulary)}
-    splits = {name: np.array([index.get(w, 0) for w in ws], dtype=np.int32)
+    truncated = len(vocabulary) < len(set(words["train"]))
+    oov = len(vocabulary) - 1 if truncated else None
+    unknown = sorted({w for ws in words.values() for w in ws if w not in index})
+    if unknown and oov is None:
+        raise ValueError(
+            f"{len(unknown)} words of the valid/test files never occur in ptb.train.txt (e.g. "
+            f"{unknown[:3]}); the PTB files have a closed vocabulary. Check {data_dir!r} holds "
+            f"the original simple-examples/data files ({PTB_URL}).")
+    splits = {name: np.array([index.get(w, oov) for w in ws], dtype=np.int32)
               for name, ws in words.items()}
     return splits, vocabulary
 

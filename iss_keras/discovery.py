@@ -26,6 +26,7 @@ _RNN_CELLS = {
 
 # Layers that map channel k of their input to channel k of their output and
 # have no weights: a unit's outgoing weights are found behind them unchanged.
+# Other such layers say so with a class attribute `iss_channelwise = True`.
 PASS_THROUGH_LAYERS = (
     keras.layers.Dropout,
     keras.layers.SpatialDropout1D,
@@ -44,22 +45,33 @@ PASS_THROUGH_LAYERS = (
 
 SUPPORTED_CONSUMERS = (
     "Dense, TimeDistributed(Dense), LSTM, GRU, SimpleRNN, RNN(RHNCell), Bidirectional(concat), "
-    "ReversibleEmbedding(reverse=True) (tied softmax), "
+    "ReversibleEmbedding(reverse=True) (softmax), "
     "Concatenate (last axis), and channel-wise layers without weights ("
-    + ", ".join(c.__name__ for c in PASS_THROUGH_LAYERS) + ")")
+    + ", ".join(c.__name__ for c in PASS_THROUGH_LAYERS)
+    + ", or any layer with iss_channelwise = True)")
 
 
 def rnn_cell(layer):
     """The cell of a supported recurrent layer, or None if `layer` is not one.
 
-    Besides Keras's own cells, any cell that describes its part of each
-    component with an `iss_footprints()` method is supported (e.g. `RHNCell`).
+    Besides Keras's own cells, any cell is supported that has
+
+    * `units`: its state width, a key of its config that shrink rewrites, and
+    * `iss_footprints()`: the `Footprint`s of its own variables (roles
+      `"incoming"` for gate columns, `"recurrent"` for the rows that read the
+      state, `"bias"`), for a cell whose input kernel is `cell.kernel` (rows
+      = input channels), as `iss_keras.RHNCell` does.
     """
     cell = getattr(layer, "cell", None)
-    if isinstance(layer, keras.layers.RNN) and (
-            type(cell) in _RNN_CELLS or callable(getattr(cell, "iss_footprints", None))):
+    if not isinstance(layer, keras.layers.RNN):
+        return None
+    if type(cell) in _RNN_CELLS or _follows_cell_protocol(cell):
         return cell
     return None
+
+
+def _follows_cell_protocol(cell):
+    return callable(getattr(cell, "iss_footprints", None)) and hasattr(cell, "units")
 
 
 def num_gates(cell):
@@ -110,7 +122,7 @@ def _initial_state_tensors(node):
     return list(keras.tree.flatten(state))
 
 
-def _is_reverse_call(node):
+def is_reverse_call(node):
     """Whether a ReversibleEmbedding node is its reverse (logits) call."""
     args, kwargs = node.arguments.args, node.arguments.kwargs
     return bool(kwargs.get("reverse", args[1] if len(args) > 1 else False))
@@ -182,8 +194,8 @@ class _Tracer:
             raise UnsupportedLayerError(
                 f"Layer {rnn.name!r} ({type(rnn).__name__}) wraps cell "
                 f"{type(getattr(rnn, 'cell', None)).__name__}; supported cells are "
-                "LSTMCell, GRUCell, SimpleRNNCell and cells with an iss_footprints() method "
-                "(such as iss_keras.RHNCell).")
+                "LSTMCell, GRUCell, SimpleRNNCell and cells with `units` and an "
+                "iss_footprints() method (such as iss_keras.RHNCell).")
         return cell
 
     def _unidirectional(self, node):
@@ -237,34 +249,42 @@ class _Tracer:
 
     # -- consumers ----------------------------------------------------------
 
-    def _trace(self, tensor, start, family, state):
+    def _trace(self, tensor, start, family, state, role="outgoing"):
+        """Follow channels `start..start+size-1` of `tensor` to what reads them.
+
+        `role` is given to the consumer rows found: "outgoing" when the tensor
+        carries the units' signal, "incoming" when it carries word-vector
+        channels tied to the units (rows that only read the unit's own input).
+        """
         if id(tensor) in self.output_index:
             index = self.output_index[id(tensor)]
             if state:
                 # A returned state is fed back by the caller: it shrinks with the layer.
                 family.resized_tensors.append({"kind": "output", "index": index, "start": start})
             else:
-                family.removal_blockers.append(
-                    f"model output {index} exposes the hidden units directly")
+                what = ("the hidden units directly" if role == "outgoing"
+                        else "word-vector channels tied to the hidden units")
+                family.removal_blockers.append(f"model output {index} exposes {what}")
         for node in self.consumers.get(id(tensor), []):
-            self._consume(node, tensor, start, family)
+            self._consume(node, tensor, start, family, role)
 
     def _add(self, family, footprint):
         if all(f.key() != footprint.key() for f in family.footprints):
             family.footprints.append(footprint)
 
-    def _consume(self, node, tensor, start, family):
+    def _consume(self, node, tensor, start, family, role):
         layer = node.operation
         inner = layer.layer if isinstance(layer, keras.layers.TimeDistributed) else layer
-        if isinstance(inner, PASS_THROUGH_LAYERS):
+        if isinstance(inner, PASS_THROUGH_LAYERS) or getattr(inner, "iss_channelwise", False):
             for out in node.outputs:
-                self._trace(out, start, family, state=False)
+                self._trace(out, start, family, state=False, role=role)
         elif isinstance(inner, keras.layers.Dense):
-            self._add(family, Footprint(inner.kernel.path, axis=0, start=start))
-        elif isinstance(layer, keras.layers.ReversibleEmbedding) and _is_reverse_call(node):
-            self._tied_embedding(layer, start, family)
+            self._add(family, Footprint(inner.kernel.path, axis=0, start=start, role=role))
+        elif (isinstance(layer, keras.layers.ReversibleEmbedding) and is_reverse_call(node)
+              and role == "outgoing"):
+            self._reversed_embedding(layer, start, family)
         elif isinstance(layer, keras.layers.Concatenate):
-            self._concatenate(node, tensor, start, family)
+            self._concatenate(node, tensor, start, family, role)
         elif rnn_cell(layer) is not None or isinstance(layer, keras.layers.Bidirectional):
             if _recurrent_input(node) is not tensor:
                 raise UnsupportedLayerError(
@@ -274,7 +294,8 @@ class _Tracer:
             rnns = ([layer.forward_layer, layer.backward_layer]
                     if isinstance(layer, keras.layers.Bidirectional) else [layer])
             for rnn in rnns:
-                self._add(family, Footprint(self._check_rnn(rnn).kernel.path, axis=0, start=start))
+                self._add(family, Footprint(self._check_rnn(rnn).kernel.path, axis=0,
+                                            start=start, role=role))
         else:
             raise UnsupportedLayerError(
                 f"Layer {layer.name!r} ({type(layer).__name__}) consumes the hidden units of "
@@ -282,20 +303,31 @@ class _Tracer:
                 f"which unit, or removing a unit would change what it computes. "
                 f"Supported consumers: {SUPPORTED_CONSUMERS}.")
 
-    def _tied_embedding(self, layer, start, family):
-        # Tied weights: embedding column k is the softmax row of unit k and also
-        # channel k of every word vector, so whatever reads the word vectors
-        # (typically the recurrent layer itself) reads unit k's column there.
-        footprint = Footprint(layer.embeddings.path, axis=1, start=start)
-        if any(f.key() == footprint.key() for f in family.footprints):
+    def _reversed_embedding(self, layer, start, family):
+        # emb(h, reverse=True) is a softmax whose row k reads unit k. Its width
+        # is the embedding's output_dim, so removing unit k also removes channel
+        # k of every word vector: embedding column k joins the component, and
+        # so do the rows of whatever reads the word vectors (usually this very
+        # recurrent layer's input kernel). With tied weights column k is also
+        # the softmax row. The unit may go only when column k is zero; the rows
+        # reading channel k then read zeros, so they are "incoming".
+        if getattr(layer, "quantization_mode", None):
+            raise UnsupportedLayerError(
+                f"ReversibleEmbedding {layer.name!r} is quantized "
+                f"(quantization_mode={layer.quantization_mode!r}); find the groups and "
+                "shrink before quantizing.")
+        column = Footprint(layer.embeddings.path, axis=1, start=start)
+        if any(f.key() == column.key() for f in family.footprints):
             return
-        self._add(family, footprint)
+        self._add(family, column)
+        if not layer.tie_weights:
+            self._add(family, Footprint(layer.reverse_embeddings.path, axis=0, start=start))
         for node in self.nodes:
-            if node.operation is layer and not _is_reverse_call(node):
+            if node.operation is layer and not is_reverse_call(node):
                 for out in node.outputs:
-                    self._trace(out, start, family, state=False)
+                    self._trace(out, start, family, state=False, role="incoming")
 
-    def _concatenate(self, node, tensor, start, family):
+    def _concatenate(self, node, tensor, start, family, role):
         layer = node.operation
         inputs = node.arguments.keras_tensors
         rank = len(tensor.shape)
@@ -306,7 +338,7 @@ class _Tracer:
         offset = 0
         for t in inputs:
             if t is tensor:
-                self._trace(node.outputs[0], offset + start, family, state=False)
+                self._trace(node.outputs[0], offset + start, family, state=False, role=role)
             offset += int(t.shape[-1])
 
 

@@ -257,3 +257,16 @@ def outgoing_zero_mask(family, variables):
         plane = w.max(axis=other) if other else w
         nonzero |= (plane[fp.indices(family.size)] > 0).any(axis=1)
     return ~nonzero
+
+
+def all_zero_mask(family, variables):
+    """NumPy bool array: True where every penalized weight of the unit is exactly 0.
+
+    The original repository's count of removed units (ptb_word_lm.py:196-203,
+    `match_map == 6`): the unit's recurrent row, its row in the consumer and
+    all four gate columns are zero. `outgoing_zero_mask` is ours: a unit whose
+    outgoing weights are zero is already exactly removable, whatever its gate
+    columns hold, so our count is never smaller.
+    """
+    norms = np.asarray(ops.convert_to_numpy(group_sq_norms(family, variables)))
+    return norms == 0.0

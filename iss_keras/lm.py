@@ -53,7 +53,9 @@ def lstm_language_model(vocab_size, hidden_sizes, embedding_size=None, dropout=0
         embedding_size: width of the word vectors (default: the first layer's size).
         dropout: non-recurrent dropout rate on the embedding and every LSTM output
             (1 - the original's keep_prob).
-        init_scale: every weight starts uniform in [-init_scale, init_scale].
+        init_scale: embedding, kernels and softmax (weights and bias) start
+            uniform in [-init_scale, init_scale]; LSTM biases start at 0, as
+            the original (TF1 `_linear`, bias_start=0.0).
         batch_size: fixed batch size (required when stateful).
         steps: fixed number of unrolled steps (None: any length).
         stateful: carry the LSTM state across batches.
@@ -62,8 +64,9 @@ def lstm_language_model(vocab_size, hidden_sizes, embedding_size=None, dropout=0
         proximal: ISS applied by proximal steps (`ComponentEnforcer(mode="proximal")`).
         l1_strength: L1 coefficient per token on every weight but the embedding.
         weight_decay: L2 coefficient per token on the same weights.
-        zero_threshold: weights below this magnitude are set to 0 after every
-            step (`ZeroOut`); None: off.
+        zero_threshold: every weight (embedding, kernels, biases, softmax)
+            below this magnitude is set to 0 after every step (`ZeroOut`), as
+            the original does in sparsity runs; None: off.
         seed: initializer seed.
         name: model name.
 
@@ -95,7 +98,7 @@ def lstm_language_model(vocab_size, hidden_sizes, embedding_size=None, dropout=0
     tokens = keras.Input((steps,), batch_size=batch_size, dtype="int32", name="tokens")
     inputs, new_states = [tokens], []
     x = keras.layers.Embedding(vocab_size, embedding_size or sizes[0], embeddings_initializer=init(),
-                               name="embedding")(tokens)
+                               embeddings_constraint=constraint, name="embedding")(tokens)
     for i, units in enumerate(sizes):
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
@@ -104,10 +107,10 @@ def lstm_language_model(vocab_size, hidden_sizes, embedding_size=None, dropout=0
         lstm = keras.layers.LSTM(
             units, return_sequences=True, return_state=streaming, stateful=stateful,
             unit_forget_bias=False,  # the original's forget_bias=0.0
-            kernel_initializer=init(), recurrent_initializer=init(), bias_initializer=init(),
+            kernel_initializer=init(), recurrent_initializer=init(), bias_initializer="zeros",
             kernel_regularizer=elementwise, recurrent_regularizer=recurrent_reg,
             bias_regularizer=elementwise, kernel_constraint=constraint,
-            recurrent_constraint=constraint, name=f"lstm_{i}")
+            recurrent_constraint=constraint, bias_constraint=constraint, name=f"lstm_{i}")
         if streaming:
             state = [keras.Input((units,), batch_size=batch_size, name=f"h{i}"),
                      keras.Input((units,), batch_size=batch_size, name=f"c{i}")]
@@ -120,7 +123,8 @@ def lstm_language_model(vocab_size, hidden_sizes, embedding_size=None, dropout=0
         x = keras.layers.Dropout(dropout, name=f"dropout_{len(sizes)}")(x)
     logits = keras.layers.Dense(vocab_size, kernel_initializer=init(), bias_initializer=init(),
                                 kernel_regularizer=elementwise, bias_regularizer=elementwise,
-                                kernel_constraint=constraint, name="softmax")(x)
+                                kernel_constraint=constraint, bias_constraint=constraint,
+                                name="softmax")(x)
     outputs = [logits] + new_states if streaming else logits
     return keras.Model(inputs if streaming else tokens, outputs, name=name)
 

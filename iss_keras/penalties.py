@@ -158,7 +158,7 @@ def iss_regularizers(model):
                 raise ValueError(
                     f"Layer {name!r} has ISSRegularizer as its {attr}_regularizer. Attach it "
                     "as recurrent_regularizer only: it already covers the whole component.")
-        reg = cell.recurrent_kernel.regularizer
+        reg = getattr(getattr(cell, "recurrent_kernel", None), "regularizer", None)
         if isinstance(reg, ISSRegularizer):
             found[name] = reg
     return found

@@ -11,12 +11,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from iss_keras.discovery import discover_groups
+from iss_keras.discovery import discover_groups, is_reverse_call
+from iss_keras.groups import all_zero_mask, variables_by_path
 from iss_keras.shrink import index_maps, make_plan
 
 
 def _reverse_called(layer):
-    return any(node.arguments.kwargs.get("reverse") for node in layer._inbound_nodes)
+    return any(is_reverse_call(node) for node in layer._inbound_nodes)
 
 
 def _matmul_kernels(model):
@@ -27,9 +28,11 @@ def _matmul_kernels(model):
         elif isinstance(layer, (keras.layers.LSTMCell, keras.layers.GRUCell,
                                 keras.layers.SimpleRNNCell)) or hasattr(layer, "iss_footprints"):
             # RHNCell's recurrent_kernel stacks its micro-steps: each row is used once a step.
-            paths.update([layer.kernel.path, layer.recurrent_kernel.path])
+            paths.update(v.path for v in (getattr(layer, "kernel", None),
+                                          getattr(layer, "recurrent_kernel", None)) if v is not None)
         elif isinstance(layer, keras.layers.ReversibleEmbedding) and _reverse_called(layer):
-            paths.add(layer.embeddings.path)  # the tied softmax
+            softmax = layer.embeddings if layer.tie_weights else layer.reverse_embeddings
+            paths.add(softmax.path)
     return paths
 
 
@@ -37,7 +40,11 @@ class SparsityReport:
     """Per-layer units, model-wide weights and multiply-adds, per-variable sparsity.
 
     Attributes:
-        layers: list of dicts `{name, units, active_units, removable}`.
+        layers: list of dicts `{name, units, active_units, removable,
+            all_zero_units, blocked_by}`: `active_units` is what shrink keeps
+            (ours: a unit goes once its outgoing weights are zero);
+            `all_zero_units` counts units whose whole component is zero, the
+            original repository's count (`match_map == 6`).
         totals: dict with `weights`, `weights_after`, `macs_per_token`,
             `macs_per_token_after`.
         variables: list of dicts `{path, shape, size, zeros, sparsity}`.
@@ -109,10 +116,12 @@ def sparsity_report(model, groups=None):
     }
     layers = []
     removed = plan.removed
+    variables_at = variables_by_path(model)
     for family in groups:
         layers.append({"name": family.name, "units": family.size,
                        "active_units": len(plan.kept[family.name]),
                        "removable": removed[family.name],
+                       "all_zero_units": int(all_zero_mask(family, variables_at).sum()),
                        "blocked_by": list(family.removal_blockers)})
     variables = []
     for v in model.weights:

@@ -16,9 +16,15 @@ is a set of whole rows and columns of 2-D matrices:
 
 Component k (the original's groups_hidden830.json) is columns k and units + k of
 `kernel` and `recurrent_kernel` (H and T of every micro-step), rows
-l*units + k of `recurrent_kernel` (state row k of every micro-step), and, with a
-tied embedding, embedding column k (the word vector's channel k, which reaches
-`kernel` row k, and the softmax row k).
+l*units + k of `recurrent_kernel` (state row k of every micro-step), and, when
+the softmax is `emb(h, reverse=True)` of the embedding that makes the input,
+embedding column k (word-vector channel k and, tied, softmax row k) and
+`kernel` row k (what reads that channel). See `iss_keras.discovery`.
+
+Removal is exact once unit k's recurrent rows and its softmax row (embedding
+column k) are zero: its own state still evolves from its biases, but nothing
+reads it, and the word-vector channel k it shares is then all zeros, so
+`kernel` row k may be anything ("incoming").
 """
 
 import keras
@@ -153,11 +159,100 @@ class RHNCell(keras.layers.Layer, DropoutRNNCell):
         }
 
 
+@keras.saving.register_keras_serializable(package="iss_keras")
+class WordDropout(keras.layers.Layer):
+    """Drops word types: all occurrences of a word in a sequence share one mask.
+
+    The original's `drop_x`: per sequence, each word of the vocabulary is kept
+    (its vectors scaled by 1 / (1 - rate)) or dropped everywhere it occurs.
+    Called as `WordDropout(rate, vocab_size)(word_vectors, tokens)`; the
+    identity when not training. Channel k stays channel k, so ISS discovery
+    walks through it (`iss_channelwise`).
+
+    Args:
+        rate: fraction of word types dropped, in [0, 1).
+        vocab_size: number of word ids (> 0).
+        seed: dropout seed.
+
+    Example:
+
+    >>> x = WordDropout(0.25, 10000)(embedding(tokens), tokens)
+    """
+
+    iss_channelwise = True
+
+    def __init__(self, rate, vocab_size, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"rate must be in [0, 1). Received: rate={rate}")
+        if int(vocab_size) < 1:
+            raise ValueError(f"vocab_size must be a positive integer. Received: "
+                             f"vocab_size={vocab_size}")
+        self.rate = float(rate)
+        self.vocab_size = int(vocab_size)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed=seed)
+
+    def call(self, inputs, tokens, training=False):
+        if not training or self.rate == 0.0:
+            return inputs
+        # One draw per (sequence, word type), then looked up at every position.
+        draws = keras.random.uniform((ops.shape(tokens)[0], self.vocab_size),
+                                     seed=self.seed_generator)
+        keep = ops.cast(draws >= self.rate, inputs.dtype) / (1.0 - self.rate)
+        mask = ops.take_along_axis(keep, ops.cast(tokens, "int32"), axis=1)
+        return inputs * ops.expand_dims(mask, -1)
+
+    def compute_output_shape(self, inputs_shape, tokens_shape):
+        return inputs_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "vocab_size": self.vocab_size,
+                "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="iss_keras")
+class LogitBias(keras.layers.Layer):
+    """Adds a trainable bias over the last axis (the tied softmax's `softmax_b`).
+
+    `ReversibleEmbedding(reverse=True)` has no bias; the original adds one
+    per word. It reads logits, not hidden units, so it takes no part in ISS.
+
+    Args:
+        initializer, regularizer: for the bias vector.
+
+    Example:
+
+    >>> logits = LogitBias()(embedding(h, reverse=True))
+    """
+
+    def __init__(self, initializer="zeros", regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.initializer = keras.initializers.get(initializer)
+        self.regularizer = keras.regularizers.get(regularizer)
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(shape=(input_shape[-1],), name="bias",
+                                    initializer=self.initializer, regularizer=self.regularizer)
+
+    def call(self, inputs):
+        return inputs + self.bias
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(),
+                "initializer": keras.initializers.serialize(self.initializer),
+                "regularizer": keras.regularizers.serialize(self.regularizer)}
+
+
 def rhn_language_model(vocab_size, units, depth, batch_size=None, steps=None, stateful=False,
                        streaming=False, tied=True, init_scale=0.04, transform_bias=-2.0,
                        embedding_dropout=0.0, input_dropout=0.0, hidden_dropout=0.0,
-                       output_dropout=0.0, iss_strength=0.0, proximal=False, l1_strength=0.0,
-                       weight_decay=0.0, zero_threshold=None, seed=None, name="rhn_lm"):
+                       output_dropout=0.0, softmax_bias=True, iss_strength=0.0, proximal=False,
+                       l1_strength=0.0, weight_decay=0.0, zero_threshold=None, seed=None,
+                       name="rhn_lm"):
     """Word-level RHN language model: embedding -> RNN(RHNCell) -> softmax.
 
     Args:
@@ -167,10 +262,13 @@ def rhn_language_model(vocab_size, units, depth, batch_size=None, steps=None, st
         batch_size, steps, stateful, streaming: as `iss_keras.lm.lstm_language_model`
             (streaming: the state is input `s0` and the second output).
         tied: share the embedding matrix with the softmax (`ReversibleEmbedding`).
-        embedding_dropout: drops whole word vectors (per position).
+        embedding_dropout: drops word types: every occurrence of a word in a
+            sequence loses its whole vector (`WordDropout`, the original's drop_x).
         input_dropout, hidden_dropout: the cell's variational input / state dropout.
         output_dropout: variational dropout of the RHN output (one channel mask
             per sequence, `SpatialDropout1D`).
+        softmax_bias: a per-word bias on the logits (the original's softmax_b;
+            `LogitBias` when tied, the Dense bias when not).
         iss_strength: ISS group Lasso coefficient per token (0: off).
         proximal: ISS applied by proximal steps.
         l1_strength, weight_decay: element-wise L1 / L2 per token on every weight.
@@ -180,19 +278,32 @@ def rhn_language_model(vocab_size, units, depth, batch_size=None, steps=None, st
 
     Returns:
         A Functional `keras.Model` returning logits (and the new state when streaming).
+
+    Example:
+
+    >>> model = rhn_language_model(10000, 830, depth=10, embedding_dropout=0.25,
+    ...                            input_dropout=0.75, hidden_dropout=0.25,
+    ...                            output_dropout=0.75, iss_strength=1e-4)
+    >>> groups = iss_keras.couple(model)
     """
     from iss_keras.enforcement import ZeroOut
     from iss_keras.lm import _elementwise
     from iss_keras.penalties import ISSRegularizer
 
     if stateful and streaming:
-        raise ValueError("A model is either stateful or streaming, not both.")
+        raise ValueError("A model is either stateful or streaming, not both. Received: "
+                         "stateful=True, streaming=True")
+    if int(vocab_size) < 2:
+        raise ValueError(f"vocab_size must be >= 2. Received: vocab_size={vocab_size}")
     constraint = ZeroOut(zero_threshold) if zero_threshold else None
     elementwise = _elementwise(l1_strength, weight_decay)
     recurrent_regularizer = (ISSRegularizer(iss_strength, proximal=proximal, elementwise=elementwise)
                              if iss_strength else elementwise)
     tokens = keras.Input((steps,), batch_size=batch_size, dtype="int32", name="tokens")
     init = keras.initializers.RandomUniform(-init_scale, init_scale, seed=seed)
+    # Its own seed: a seeded initializer repeats its draws for every variable.
+    bias_init = keras.initializers.RandomUniform(-init_scale, init_scale,
+                                                 seed=None if seed is None else seed + 7)
     if tied:
         embedding = keras.layers.ReversibleEmbedding(
             vocab_size, units, embeddings_initializer=init, embeddings_regularizer=elementwise,
@@ -202,8 +313,7 @@ def rhn_language_model(vocab_size, units, depth, batch_size=None, steps=None, st
                                            embeddings_regularizer=elementwise, name="embedding")
     x = embedding(tokens)
     if embedding_dropout:
-        x = keras.layers.Dropout(embedding_dropout, noise_shape=(None, None, 1),
-                                 name="embedding_dropout")(x)
+        x = WordDropout(embedding_dropout, vocab_size, seed=seed, name="embedding_dropout")(x, tokens)
     cell = RHNCell(units, depth, init_scale=init_scale, transform_bias=transform_bias,
                    dropout=input_dropout, recurrent_dropout=hidden_dropout,
                    recurrent_regularizer=recurrent_regularizer, kernel_regularizer=elementwise,
@@ -222,10 +332,13 @@ def rhn_language_model(vocab_size, units, depth, batch_size=None, steps=None, st
         y = keras.layers.SpatialDropout1D(output_dropout, name="output_dropout")(y)
     if tied:
         logits = embedding(y, reverse=True)
+        if softmax_bias:
+            logits = LogitBias(bias_init, regularizer=elementwise, name="softmax_bias")(logits)
     else:
-        logits = keras.layers.Dense(vocab_size, kernel_initializer=init,
-                                    kernel_regularizer=elementwise, bias_regularizer=elementwise,
-                                    kernel_constraint=constraint, name="softmax")(y)
+        logits = keras.layers.Dense(vocab_size, use_bias=softmax_bias, kernel_initializer=init,
+                                    bias_initializer=bias_init, kernel_regularizer=elementwise,
+                                    bias_regularizer=elementwise, kernel_constraint=constraint,
+                                    name="softmax")(y)
     if streaming:
         return keras.Model(inputs, [logits, new_state], name=name)
     return keras.Model(tokens, logits, name=name)

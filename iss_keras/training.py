@@ -30,6 +30,7 @@ from keras import ops
 from iss_keras.enforcement import ComponentEnforcer
 from iss_keras.files import atomic_path, write_text
 from iss_keras.penalties import couple
+from iss_keras.provenance import provenance
 from iss_keras.report import sparsity_report
 from iss_keras.shrink import ShrinkVerificationError, shrink
 
@@ -57,10 +58,15 @@ class TrainConfig:
         l1_strength: L1 coefficient (the original's weight_decay with the L1 regularizer).
         weight_decay: L2 coefficient.
         proximal: apply ISS by proximal steps instead of its subgradient.
-        zero_threshold: weights below it are zeroed after every step (0: off).
-        component_threshold: whole ISS components below this norm are zeroed
-            after every step (0: off).
-        freeze: keep zeroed components at zero.
+        zero_threshold: in sparsity runs only (ISS or L1 on), every weight below
+            `max(zero_threshold, 2 * l1_strength)` is zeroed after every step,
+            embedding and biases included, as the original
+            (ptb_word_lm.py:380-389); baselines zero nothing. 0: off.
+        component_threshold: [ours] whole ISS components below this norm are
+            zeroed after every step (0: off).
+        freeze: [ours] keep zeroed components at zero. The original never
+            freezes (its --freeze_mode was unset for the paper): a zeroed unit
+            may regrow.
         train_tokens: use only the first N training tokens (0: all).
         seed: random seed.
     """
@@ -82,7 +88,7 @@ class TrainConfig:
     proximal: bool = False
     zero_threshold: float = 1e-4
     component_threshold: float = 0.0
-    freeze: bool = True
+    freeze: bool = False
     train_tokens: int = 0
     seed: int = 0
 
@@ -120,7 +126,18 @@ class TrainConfig:
         return {"lr_scale": t, "clipnorm": self.max_grad_norm / t,
                 "iss_strength": self.iss_strength / t, "l1_strength": self.l1_strength / t,
                 "weight_decay": self.weight_decay / t, "proximal": self.proximal,
-                "zero_threshold": self.zero_threshold or None}
+                "zero_threshold": self.weight_zero_threshold}
+
+    @property
+    def weight_zero_threshold(self):
+        """The per-weight zeroing threshold, None when this run zeroes nothing.
+
+        The original zeroes only when a sparsity regularizer is on, below
+        max(1e-4, 2 x weight_decay) (ptb_word_lm.py:380-389).
+        """
+        if not (self.iss_strength or self.l1_strength) or not self.zero_threshold:
+            return None
+        return max(self.zero_threshold, 2.0 * self.l1_strength)
 
     @property
     def sparsifying(self):
@@ -132,27 +149,29 @@ class TrainingDivergedError(RuntimeError):
 
 
 def stream_batches(ids, batch_size, steps):
-    """Lay a token stream out for truncated BPTT with carried state.
+    """Lay a token stream out for truncated BPTT with carried state, as `ptb_producer`.
 
-    The stream is cut into `batch_size` rows; batch i holds columns
-    `[i*steps, (i+1)*steps)` of every row, so row b of batch i continues row b
-    of batch i-1 (Zaremba's ptb_producer). Returns `(x, y)` of shape
-    `(num_batches * batch_size, steps)` in that order, for `fit(shuffle=False)`.
+    The stream is cut into `batch_size` rows of `len // batch_size` tokens;
+    batch i holds columns `[i*steps, (i+1)*steps)` of every row and its
+    targets the columns one further, so row b of batch i continues row b of
+    batch i-1. There are `(row_len - 1) // steps` batches, exactly the
+    original reader's (reader.py `ptb_producer`, ptb_word_lm.py:260). Returns
+    `(x, y)` of shape `(num_batches * batch_size, steps)` in that order, for
+    `fit(shuffle=False)`.
     """
     ids = np.asarray(ids, dtype=np.int32)
-    row_len = (len(ids) - 1) // batch_size
-    num_batches = row_len // steps
+    row_len = len(ids) // batch_size
+    num_batches = (row_len - 1) // steps
     if num_batches < 1:
         raise ValueError(f"{len(ids)} tokens are too few for batch_size={batch_size} and "
-                         f"steps={steps}: need more than {batch_size * steps}.")
-    x = ids[:batch_size * row_len].reshape(batch_size, row_len)
-    y = ids[1:batch_size * row_len + 1].reshape(batch_size, row_len)
+                         f"steps={steps}: need more than {batch_size * (steps + 1)}.")
+    rows = ids[:batch_size * row_len].reshape(batch_size, row_len)
 
     def lay_out(a):
         a = a[:, :num_batches * steps].reshape(batch_size, num_batches, steps)
         return a.transpose(1, 0, 2).reshape(num_batches * batch_size, steps)
 
-    return lay_out(x), lay_out(y)
+    return lay_out(rows[:, :-1]), lay_out(rows[:, 1:])
 
 
 def reset_states(model):
@@ -167,12 +186,40 @@ def _compile_eval(model):
 
 
 def perplexity(model, ids, batch_size, steps):
-    """exp(mean cross-entropy) of a stateful model over a whole token stream."""
+    """exp(mean cross-entropy) of a stateful model over a token stream laid out
+    by `stream_batches` (the tokens past the last whole batch are not scored)."""
     x, y = stream_batches(ids, batch_size, steps)
     reset_states(model)
     loss = model.evaluate(x, y, batch_size=batch_size, verbose=0)
     reset_states(model)
     return float(np.exp(loss))
+
+
+def every_token_perplexity(model, ids, steps):
+    """exp(mean cross-entropy) over every token of a stream, as the original's test.
+
+    The original tests at batch 1 x 1 step (ptb_word_lm.py:700-701), scoring
+    all `len(ids) - 1` next-token predictions. With the state carried, feeding
+    `steps` tokens at a time computes the same numbers faster; the last
+    `(len(ids) - 1) % steps` tokens go in one shorter call. `model` must be
+    stateful with batch size 1 and any sequence length (built with `steps=None`).
+    """
+    ids = np.asarray(ids, dtype=np.int32)
+    total = len(ids) - 1
+    if total < 1:
+        raise ValueError(f"Need at least 2 tokens to score; received {len(ids)}.")
+    whole = total // steps * steps
+    reset_states(model)
+    loss_sum = 0.0
+    if whole:
+        x = ids[:whole].reshape(-1, steps)
+        y = ids[1:whole + 1].reshape(-1, steps)
+        loss_sum += model.evaluate(x, y, batch_size=1, verbose=0) * whole
+    if total > whole:
+        x, y = ids[whole:total][None], ids[whole + 1:total + 1][None]
+        loss_sum += float(model.test_on_batch(x, y)) * (total - whole)
+    reset_states(model)
+    return float(np.exp(loss_sum / total))
 
 
 class _StopOnNonFinite(keras.callbacks.Callback):
@@ -310,11 +357,12 @@ class LanguageModelTrainer:
     def checkpoint_path(self):
         return os.path.join(self.workdir, self.CHECKPOINT)
 
-    def _eval_model(self, model, batch_size):
-        if batch_size not in self._evaluators:
-            self._evaluators[batch_size] = _compile_eval(
-                self.build(batch_size, self.config.steps, True, False, None))
-        evaluator = self._evaluators[batch_size]
+    def _eval_model(self, model, batch_size, steps=None):
+        """A stateful evaluation copy of `model` (`steps=None`: any length)."""
+        key = (batch_size, steps)
+        if key not in self._evaluators:
+            self._evaluators[key] = _compile_eval(self.build(batch_size, steps, True, False, None))
+        evaluator = self._evaluators[key]
         evaluator.set_weights(model.get_weights())
         return evaluator
 
@@ -392,7 +440,9 @@ class LanguageModelTrainer:
                     f"Training loss became NaN/inf at epoch {epoch + 1}, batch "
                     f"{stopper.bad_batch + 1}; {last}. Lower the learning rate or the clip "
                     "norm (--learning_rate, --max_grad_norm) and re-run the same command.")
-            row = self._epoch_row(model, epoch, lr, fit.history, time.time() - began)
+            seconds = time.time() - began
+            row = self._epoch_row(model, epoch, lr, fit.history, seconds)
+            row["eval_seconds"] = round(time.time() - began - seconds, 2)
             self.history.append(row)
             logs.write(self.history)
             save_checkpoint(self.checkpoint_path, model, epoch, self.history)
@@ -401,7 +451,7 @@ class LanguageModelTrainer:
 
     def _epoch_row(self, model, epoch, lr, fit_history, seconds):
         c = self.config
-        valid = perplexity(self._eval_model(model, c.eval_batch_size), self.data["valid"],
+        valid = perplexity(self._eval_model(model, c.eval_batch_size, c.steps), self.data["valid"],
                            c.eval_batch_size, c.steps)
         report = sparsity_report(model, self.groups)
         xent = fit_history["xent"][-1]
@@ -411,6 +461,7 @@ class LanguageModelTrainer:
             "valid_perplexity": valid, "seconds": round(seconds, 2),
             "tokens_per_second": round(len(self.data["train"]) / max(seconds, 1e-9), 1),
             "active_units": [row["active_units"] for row in report.layers],
+            "all_zero_units": [row["all_zero_units"] for row in report.layers],
             "weights_after": report.totals["weights_after"],
             "macs_per_token_after": report.totals["macs_per_token_after"],
             "weights": report.totals["weights"], "macs_per_token": report.totals["macs_per_token"],
@@ -436,11 +487,18 @@ class LanguageModelTrainer:
                 from the sparse model's by more than 1e-3 relative.
         """
         c = self.config
-        tester = self._eval_model(model, c.test_batch_size)
-        sparse_ppl = perplexity(tester, self.data["test"], c.test_batch_size, c.steps)
+        began = time.time()
+        every_token = c.test_batch_size == 1
+        tester = self._eval_model(model, c.test_batch_size, None if every_token else c.steps)
+
+        def test_perplexity(m):
+            if every_token:  # the original's batch 1 x 1 step: every test token scored
+                return every_token_perplexity(m, self.data["test"], c.steps)
+            return perplexity(m, self.data["test"], c.test_batch_size, c.steps)
+
+        sparse_ppl = test_perplexity(tester)
         small_tester, plan = shrink(tester)
-        small_ppl = perplexity(_compile_eval(small_tester), self.data["test"], c.test_batch_size,
-                               c.steps)
+        small_ppl = test_perplexity(_compile_eval(small_tester))
         if not abs(small_ppl - sparse_ppl) <= 1e-3 * sparse_ppl:
             raise ShrinkVerificationError(
                 f"Test perplexity of the shrunk model is {small_ppl:.4f}, the sparse model's "
@@ -453,6 +511,8 @@ class LanguageModelTrainer:
             "epochs": len(self.history),
             "hidden_before": [a for a, _ in plan.summary().values()],
             "hidden_after": [b for _, b in plan.summary().values()],
+            # The original's count (whole component zero, match_map == 6) beside ours.
+            "all_zero_units": [row["all_zero_units"] for row in report.layers],
             "weights": report.totals["weights"], "weights_after": report.totals["weights_after"],
             "macs_per_token": report.totals["macs_per_token"],
             "macs_per_token_after": report.totals["macs_per_token_after"],
@@ -470,6 +530,10 @@ class LanguageModelTrainer:
             results["speed"] = streaming_speed(dense_stream, small_stream)
         if export:
             results["export"] = self._export(small_stream, dense_stream, tflite, quantize)
+        results["run"] = provenance(
+            train_seconds=round(sum(row["seconds"] for row in self.history), 1),
+            eval_seconds=round(sum(row.get("eval_seconds", 0.0) for row in self.history), 1),
+            finish_seconds=round(time.time() - began, 1), config=dataclasses.asdict(c))
         write_text(os.path.join(self.workdir, "results.json"), json.dumps(results, indent=1))
         plot_training(self.history, model, self.groups, os.path.join(self.workdir, "plots"))
         return results

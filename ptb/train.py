@@ -35,13 +35,13 @@ def hidden_sizes():
     return sizes
 
 
-def make_builder():
+def make_builder(vocab_size):
     sizes = hidden_sizes()
 
     def build(batch_size, steps, stateful, streaming, regularization):
         reg = regularization or {}
         return lstm_language_model(
-            FLAGS.vocab_size, sizes, embedding_size=FLAGS.embedding_size or None,
+            vocab_size, sizes, embedding_size=FLAGS.embedding_size or None,
             dropout=FLAGS.dropout if regularization else 0.0, init_scale=FLAGS.init_scale,
             batch_size=batch_size, steps=steps, stateful=stateful, streaming=streaming,
             iss_strength=reg.get("iss_strength", 0.0), proximal=reg.get("proximal", False),

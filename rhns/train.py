@@ -37,12 +37,12 @@ def check_model_flags():
             raise ValueError(f"--{name} must be in [0, 1). Received: {getattr(FLAGS, name)}")
 
 
-def make_builder():
+def make_builder(vocab_size):
     def build(batch_size, steps, stateful, streaming, regularization):
         reg = regularization or {}
         training = regularization is not None
         return rhn_language_model(
-            FLAGS.vocab_size, FLAGS.units, FLAGS.depth, batch_size=batch_size, steps=steps,
+            vocab_size, FLAGS.units, FLAGS.depth, batch_size=batch_size, steps=steps,
             stateful=stateful, streaming=streaming, tied=FLAGS.tied, init_scale=FLAGS.init_scale,
             transform_bias=FLAGS.transform_bias,
             embedding_dropout=FLAGS.embedding_dropout if training else 0.0,

@@ -42,6 +42,17 @@ def test_rhn_matches_numpy_reference():
     assert got.shape == expected.shape
 
 
+def test_tied_language_model_matches_numpy_reference():
+    model = rhn_language_model(30, 5, depth=2, embedding_dropout=0.5, output_dropout=0.5)
+    randomize(model, seed=5)
+    tokens = np.random.default_rng(1).integers(0, 30, (2, 6)).astype("int32")
+    cell, emb = model.get_layer("rhn").cell, value(model.get_layer("embedding").embeddings)
+    s = reference_rhn(emb[tokens], value(cell.kernel), value(cell.recurrent_kernel),
+                      value(cell.bias), 5, 2)
+    expected = s @ emb.T + value(model.get_layer("softmax_bias").bias)  # tied softmax + softmax_b
+    np.testing.assert_allclose(value(model(tokens)), expected, rtol=1e-5, atol=1e-5)
+
+
 def component_elements(model, k):
     """Unit k's weights for a tied RHN LM, enumerated element by element."""
     cell = model.get_layer("rhn").cell
@@ -55,11 +66,19 @@ def component_elements(model, k):
     for level in range(depth):  # state part, row k of every micro-step
         elements |= {(cell.recurrent_kernel.path, (level * u + k, c)) for c in range(2 * u)}
     elements |= {(emb.path, (r, k)) for r in range(emb.shape[0])}  # tied embedding column k
+    reverse = getattr(model.get_layer("embedding"), "reverse_embeddings", None)
+    if reverse is not None:  # an untied ReversibleEmbedding's softmax row k
+        elements |= {(reverse.path, (k, c)) for c in range(reverse.shape[1])}
     return elements
 
 
-def test_tied_rhn_penalty_matches_numpy_enumeration():
-    model = rhn_language_model(30, 6, depth=3, iss_strength=0.1)
+@pytest.mark.parametrize("tie_weights", [True, False])
+def test_tied_rhn_penalty_matches_numpy_enumeration(tie_weights):
+    if tie_weights:
+        model = rhn_language_model(30, 6, depth=3, iss_strength=0.1)
+    else:
+        model = reversible_untied(vocab=30, units=6, depth=3,
+                                  regularizer=iss_keras.ISSRegularizer(0.1))
     randomize(model, seed=3)
     iss_keras.couple(model)
     values = {v.path: value(v) for v in model.weights}
@@ -74,12 +93,35 @@ def tied_streaming():
     return rhn_language_model(40, 7, depth=2, streaming=True)
 
 
+def tied_stateful():
+    return rhn_language_model(40, 7, depth=2, stateful=True, batch_size=3)
+
+
 def tied():
     return rhn_language_model(40, 7, depth=3)
 
 
 def untied():
     return rhn_language_model(40, 7, depth=2, tied=False)
+
+
+def reversible_untied(vocab=40, units=7, depth=2, regularizer=None):
+    """ReversibleEmbedding(tie_weights=False): its own softmax matrix, but the widths are tied."""
+    tokens = keras.Input((None,), dtype="int32")
+    emb = keras.layers.ReversibleEmbedding(vocab, units, tie_weights=False, name="embedding")
+    cell = RHNCell(units, depth, recurrent_regularizer=regularizer)
+    y = keras.layers.RNN(cell, return_sequences=True, name="rhn")(emb(tokens))
+    return keras.Model(tokens, emb(y, reverse=True))
+
+
+def two_layers_one_tied_embedding():
+    """Embedding channels 0..3 are tied to the RHN's units, 4..7 to the LSTM's."""
+    tokens = keras.Input((None,), dtype="int32")
+    emb = keras.layers.ReversibleEmbedding(40, 8, name="embedding")
+    x = iss_keras.rhn.WordDropout(0.5, 40)(emb(tokens), tokens)
+    a = keras.layers.RNN(RHNCell(4, 2), return_sequences=True, name="rhn")(x)
+    b = keras.layers.LSTM(4, return_sequences=True, name="lstm")(x)
+    return keras.Model(tokens, emb(keras.layers.Concatenate()([a, b]), reverse=True))
 
 
 def stacked_untied():
@@ -90,8 +132,12 @@ def stacked_untied():
     return keras.Model(tokens, keras.layers.Dense(40)(x))
 
 
+TIED_WIDTH = (tied, tied_streaming, tied_stateful, reversible_untied)
+
+
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("builder", [tied, tied_streaming, untied, stacked_untied],
+@pytest.mark.parametrize("builder", [tied, tied_streaming, tied_stateful, untied, reversible_untied,
+                                     two_layers_one_tied_embedding, stacked_untied],
                          ids=lambda b: b.__name__)
 def test_rhn_shrink_keeps_outputs(builder, seed):
     model = builder()
@@ -101,12 +147,41 @@ def test_rhn_shrink_keeps_outputs(builder, seed):
     small, plan = iss_keras.shrink(model)
     assert plan.removed == removed
     assert_shrunk_outputs_equal(model, small, plan, seed + 5)
-    kept = 7 - len(removed.get("rhn", []))
-    if builder in (tied, tied_streaming):
+    if builder in TIED_WIDTH:
+        kept = 7 - len(removed["rhn"])
         assert small.get_layer("embedding").output_dim == kept
         assert small.get_layer("rhn").cell.kernel.shape == (kept, 2 * kept)
+        # Only the recurrent rows and the softmax row were zeroed: the input
+        # rows of removed units still hold weights, yet removal is exact.
+        kernel = value(model.get_layer("rhn").cell.kernel)
+        assert np.abs(kernel[removed["rhn"]]).min(axis=1).all()
+    if builder is two_layers_one_tied_embedding:
+        kept = [4 - len(removed["rhn"]), 4 - len(removed["lstm"])]
+        assert small.get_layer("embedding").output_dim == sum(kept)
+        assert small.get_layer("rhn").cell.kernel.shape == (sum(kept), 2 * kept[0])
     report = iss_keras.sparsity_report(small)
     assert report.totals["macs_per_token"] == iss_keras.sparsity_report(model).totals["macs_per_token_after"]
+
+
+def test_shrunk_stateful_rhn_carries_its_state_across_batches():
+    model = tied_stateful()
+    randomize(model, seed=7)
+    zero_random_units(model, iss_keras.discover_groups(model), seed=7, at_least=1)
+    small, _ = iss_keras.shrink(model)
+    chunks = np.random.default_rng(7).integers(0, 40, (3, 3, 5)).astype("int32")
+    for m in (model, small):
+        m.get_layer("rhn").reset_states()
+    for chunk in chunks:  # no reset in between: the state flows from chunk to chunk
+        np.testing.assert_allclose(value(small(chunk)), value(model(chunk)), rtol=1e-5, atol=1e-5)
+
+
+def test_tied_input_rows_are_incoming_and_softmax_rows_outgoing():
+    family = iss_keras.discover_groups(reversible_untied())["rhn"]
+    roles = {(fp.variable.split("/")[-1], fp.axis): fp.role for fp in family.footprints}
+    assert roles == {("kernel", 1): "incoming", ("recurrent_kernel", 1): "incoming",
+                     ("recurrent_kernel", 0): "recurrent", ("bias", 1): "bias",
+                     ("embeddings", 1): "outgoing", ("reverse_embeddings", 0): "outgoing",
+                     ("kernel", 0): "incoming"}
 
 
 def test_tied_rhn_macs_count_the_softmax():
@@ -157,6 +232,19 @@ def test_variational_dropout_masks_are_shared_across_time():
     _MaskSpy.masks = []
     layer(x, training=True)  # a new sequence draws new masks
     assert not np.array_equal(_MaskSpy.masks[0][0], first_in)
+
+
+def test_word_dropout_drops_word_types_per_sequence():
+    layer = iss_keras.rhn.WordDropout(0.5, 10, seed=3)
+    tokens = np.array([[1, 2, 1, 3, 2, 1, 4, 5, 1, 2]] * 6, "int32")
+    x = np.ones((6, 10, 3), "float32")
+    np.testing.assert_array_equal(value(layer(x, tokens)), x)  # identity at inference
+    y = value(layer(x, tokens, training=True))
+    assert set(np.unique(y)) == {0.0, 2.0}
+    for b in range(6):
+        for word in np.unique(tokens[b]):
+            assert len(np.unique(y[b][tokens[b] == word])) == 1  # one mask per word type
+    assert len({y[b].tobytes() for b in range(6)}) > 1  # and per sequence
 
 
 @pytest.mark.parametrize("kwargs,message", [({"units": 0, "depth": 2}, "units=0"),
