@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data
 
-.PHONY: demo test test-fast clean
+.PHONY: demo test test-fast results-table clean
 
 # (Re)install when the package metadata changes; creates .venv if missing.
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -21,6 +21,10 @@ test: $(VENV)/.installed
 
 test-fast: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# README result tables from results/<trainer>/<config>/results.json (never typed by hand).
+results-table: $(VENV)/.installed
+	$(BIN)/python scripts/results.py table
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -54,6 +54,18 @@ flags.DEFINE_bool("freeze", False,
                   "zeroed unit regrow (its --freeze_mode was unset for the paper).")
 flags.DEFINE_integer("train_tokens", 0, "Use only the first N training tokens (0: all).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_float("target_macs_ratio", 0.0,
+                   "[ours, not in the paper] Target-size mode: adapt the ISS strength (starting at "
+                   "--iss_strength, applied by proximal steps) so the model ends with this many "
+                   "times fewer multiply-adds per token, reached at the end of "
+                   "--target_reach_epoch, then fine-tunes at that size (within 2%). 0: off.")
+flags.DEFINE_list("target_units", [], "[ours] Target-size mode with hidden units per recurrent "
+                  "layer instead, e.g. 100,100.")
+flags.DEFINE_integer("target_reach_epoch", 0, "[ours] Epoch at whose end the target size is "
+                     "reached (0: half of --epochs).")
+flags.DEFINE_enum("test_checkpoint", "last", training.TEST_CHECKPOINTS,
+                  "Weights tested, shrunk and exported: the last epoch's (the ptb original) or "
+                  "the best validation epoch's (the rhns original), kept in best.npz.")
 flags.DEFINE_string("restore_from", None, "Workdir or checkpoint to start from (fine-tuning).")
 flags.DEFINE_bool("export", True, "Shrink-and-export step at the end (SavedModel, TFLite).")
 flags.DEFINE_list("quantize", [], "Extra TFLite exports: int8, float16.")
@@ -69,7 +81,20 @@ def config_from_flags():
         max_grad_norm=FLAGS.max_grad_norm, iss_strength=FLAGS.iss_strength,
         l1_strength=FLAGS.l1_strength, weight_decay=FLAGS.weight_decay, proximal=FLAGS.proximal,
         zero_threshold=FLAGS.zero_threshold, component_threshold=FLAGS.component_threshold,
-        freeze=FLAGS.freeze, train_tokens=FLAGS.train_tokens, seed=FLAGS.seed)
+        freeze=FLAGS.freeze, train_tokens=FLAGS.train_tokens, seed=FLAGS.seed,
+        test_checkpoint=FLAGS.test_checkpoint, target_macs_ratio=FLAGS.target_macs_ratio,
+        target_units=tuple(_positive_ints("target_units", FLAGS.target_units)),
+        target_reach_epoch=FLAGS.target_reach_epoch)
+
+
+def _positive_ints(name, values):
+    try:
+        ints = [int(v) for v in values]
+    except ValueError:
+        ints = [0]
+    if any(i < 1 for i in ints):
+        raise ValueError(f"--{name} must be positive integers. Received: {values}")
+    return ints
 
 
 def read_ptb():

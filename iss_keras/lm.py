@@ -22,12 +22,18 @@ from iss_keras.penalties import L1, ISSRegularizer
 
 
 def _elementwise(l1, l2):
+    """L1 `l1 * sum|w|` and weight decay `l2 * sum w^2 / 2`.
+
+    The weight decay is TF1's `l2 * tf.nn.l2_loss(w)` (which halves), as both
+    originals use it (rhns/rhn.py:136-137; ptb's l2_regularizer); Keras's
+    `L2(c)` is `c * sum w^2`, hence `L2(l2 / 2)`.
+    """
     if l1 and l2:
-        return keras.regularizers.L1L2(l1=l1, l2=l2)
+        return keras.regularizers.L1L2(l1=l1, l2=l2 / 2.0)
     if l1:
         return L1(l1)
     if l2:
-        return keras.regularizers.L2(l2)
+        return keras.regularizers.L2(l2 / 2.0)
     return None
 
 
@@ -63,7 +69,8 @@ def lstm_language_model(vocab_size, hidden_sizes, embedding_size=None, dropout=0
         iss_strength: ISS group Lasso coefficient per token (0: off).
         proximal: ISS applied by proximal steps (`ComponentEnforcer(mode="proximal")`).
         l1_strength: L1 coefficient per token on every weight but the embedding.
-        weight_decay: L2 coefficient per token on the same weights.
+        weight_decay: weight decay per token on the same weights, as TF1's
+            `weight_decay * l2_loss(w)` = `weight_decay * sum(w^2) / 2`.
         zero_threshold: every weight (embedding, kernels, biases, softmax)
             below this magnitude is set to 0 after every step (`ZeroOut`), as
             the original does in sparsity runs; None: off.

@@ -35,6 +35,7 @@ from iss_keras.report import sparsity_report
 from iss_keras.shrink import ShrinkVerificationError, shrink
 
 SCHEDULES = ("zaremba", "step", "constant")
+TEST_CHECKPOINTS = ("last", "best_valid")
 
 
 @dataclasses.dataclass
@@ -69,6 +70,18 @@ class TrainConfig:
             may regrow.
         train_tokens: use only the first N training tokens (0: all).
         seed: random seed.
+        target_macs_ratio: [ours] target-size mode: the ISS strength (starting
+            at `iss_strength`, applied by proximal steps) is adapted so the
+            model has this many times fewer multiply-adds per token at the end
+            of epoch `target_reach_epoch`, then fine-tunes at that size
+            (`iss_keras.target.TargetSize`). 0: off.
+        target_units: [ours] the same with hidden units per recurrent layer.
+        target_reach_epoch: epoch at whose end the target is reached
+            (0: half of the epochs).
+        test_checkpoint: which weights are tested, shrunk and exported:
+            "last" (the ptb original) or "best_valid", the epoch with the
+            lowest validation perplexity (the rhns original,
+            rhn_train.py:498-532), kept in `best.npz` beside the checkpoint.
     """
 
     steps: int = 35
@@ -91,6 +104,10 @@ class TrainConfig:
     freeze: bool = False
     train_tokens: int = 0
     seed: int = 0
+    test_checkpoint: str = "last"
+    target_macs_ratio: float = 0.0
+    target_units: tuple = ()
+    target_reach_epoch: int = 0
 
     def __post_init__(self):
         positive = ("steps", "batch_size", "eval_batch_size", "test_batch_size", "epochs")
@@ -104,6 +121,26 @@ class TrainConfig:
                      "component_threshold", "train_tokens", "max_epoch", "lr_step_epochs"):
             if getattr(self, name) < 0 or not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be >= 0. Received: {name}={getattr(self, name)}")
+        self.target_units = tuple(int(u) for u in self.target_units)
+        if self.target_macs_ratio and self.target_units:
+            raise ValueError("Give one target: target_macs_ratio or target_units, not both. "
+                             f"Received: target_macs_ratio={self.target_macs_ratio}, "
+                             f"target_units={list(self.target_units)}")
+        if self.target_macs_ratio and not self.target_macs_ratio > 1.0:
+            raise ValueError("target_macs_ratio is dense / target multiply-adds and must be > 1. "
+                             f"Received: target_macs_ratio={self.target_macs_ratio}")
+        if self.targeting and not self.iss_strength:
+            raise ValueError("The target-size mode adapts the ISS strength: set iss_strength > 0 "
+                             "as its starting value (e.g. the original's units, 0.002).")
+        if self.targeting and self.component_threshold:
+            raise ValueError("The target-size mode prunes by proximal steps; drop "
+                             f"component_threshold={self.component_threshold}.")
+        if not 0 <= self.target_reach_epoch <= self.epochs:
+            raise ValueError(f"target_reach_epoch must be in 0..epochs ({self.epochs}). "
+                             f"Received: target_reach_epoch={self.target_reach_epoch}")
+        if self.test_checkpoint not in TEST_CHECKPOINTS:
+            raise ValueError(f"test_checkpoint must be one of {TEST_CHECKPOINTS}. "
+                             f"Received: test_checkpoint={self.test_checkpoint!r}")
         if self.lr_schedule not in SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {SCHEDULES}. "
                              f"Received: lr_schedule={self.lr_schedule!r}")
@@ -125,7 +162,8 @@ class TrainConfig:
         t = float(self.steps)
         return {"lr_scale": t, "clipnorm": self.max_grad_norm / t,
                 "iss_strength": self.iss_strength / t, "l1_strength": self.l1_strength / t,
-                "weight_decay": self.weight_decay / t, "proximal": self.proximal,
+                "weight_decay": self.weight_decay / t,
+                "proximal": self.proximal or self.targeting,
                 "zero_threshold": self.weight_zero_threshold}
 
     @property
@@ -138,6 +176,14 @@ class TrainConfig:
         if not (self.iss_strength or self.l1_strength) or not self.zero_threshold:
             return None
         return max(self.zero_threshold, 2.0 * self.l1_strength)
+
+    @property
+    def targeting(self):
+        return bool(self.target_macs_ratio or self.target_units)
+
+    @property
+    def reach_epoch(self):
+        return self.target_reach_epoch or max(1, self.epochs // 2)
 
     @property
     def sparsifying(self):
@@ -339,6 +385,7 @@ class LanguageModelTrainer:
     """
 
     CHECKPOINT = "checkpoint.npz"
+    BEST = "best.npz"
 
     def __init__(self, build, config, data, workdir, verbose=1):
         self.build = build
@@ -379,8 +426,18 @@ class LanguageModelTrainer:
         model.optimizer.build(model.trainable_variables)
         return model, groups
 
-    def _enforcer(self, groups):
+    def _enforcer(self, groups, steps_per_epoch=1, start_epoch=0):
         c = self.config
+        if c.targeting:
+            from iss_keras.target import TargetSize
+
+            target = TargetSize(groups, reach_step=c.reach_epoch * steps_per_epoch,
+                                macs_ratio=c.target_macs_ratio or None,
+                                units=list(c.target_units) or None,
+                                initial_step=start_epoch * steps_per_epoch)
+            if self.history and "target" in self.history[-1]:
+                target.load_state(self.history[-1]["target"])
+            return target
         if c.proximal:
             return ComponentEnforcer(groups, mode="proximal", freeze=c.freeze)
         if c.component_threshold:
@@ -422,7 +479,7 @@ class LanguageModelTrainer:
         start = self.restore(model, restore_from)
         x, y = stream_batches(self.data["train"], c.batch_size, c.steps)
         logs = _Logs(self.workdir)
-        enforcer = self._enforcer(self.groups)
+        enforcer = self._enforcer(self.groups, len(x) // c.batch_size, start)
         stopper = _StopOnNonFinite()
         callbacks = [_ResetStatesEachEpoch(), stopper] + ([enforcer] if enforcer else [])
         for epoch in range(start, c.epochs):
@@ -443,11 +500,25 @@ class LanguageModelTrainer:
             seconds = time.time() - began
             row = self._epoch_row(model, epoch, lr, fit.history, seconds)
             row["eval_seconds"] = round(time.time() - began - seconds, 2)
+            if c.targeting:
+                row["target"] = enforcer.state()
             self.history.append(row)
             logs.write(self.history)
+            if c.test_checkpoint == "best_valid" and row["valid_perplexity"] <= min(
+                    r["valid_perplexity"] for r in self.history):
+                # Before the last-epoch checkpoint: a run killed in between
+                # resumes that epoch and writes both again.
+                save_checkpoint(os.path.join(self.workdir, self.BEST), model, epoch, self.history)
             save_checkpoint(self.checkpoint_path, model, epoch, self.history)
             self._print_row(row)
         return model
+
+    def tested_weights(self, model):
+        """Load the weights `finish` should test into `model`; returns the epoch (1-based)."""
+        if self.config.test_checkpoint == "best_valid" and self.history:
+            meta = load_checkpoint(os.path.join(self.workdir, self.BEST), model, optimizer=False)
+            return meta["epoch"] + 1
+        return len(self.history)
 
     def _epoch_row(self, model, epoch, lr, fit_history, seconds):
         c = self.config
@@ -488,6 +559,7 @@ class LanguageModelTrainer:
         """
         c = self.config
         began = time.time()
+        tested_epoch = self.tested_weights(model)
         every_token = c.test_batch_size == 1
         tester = self._eval_model(model, c.test_batch_size, None if every_token else c.steps)
 
@@ -507,8 +579,10 @@ class LanguageModelTrainer:
         report = sparsity_report(model, self.groups)
         results = {
             "test_perplexity_sparse": sparse_ppl, "test_perplexity_shrunk": small_ppl,
-            "valid_perplexity": self.history[-1]["valid_perplexity"] if self.history else None,
-            "epochs": len(self.history),
+            "valid_perplexity": (self.history[tested_epoch - 1]["valid_perplexity"]
+                                 if tested_epoch else None),
+            "epochs": len(self.history), "tested_epoch": tested_epoch,
+            "test_checkpoint": c.test_checkpoint,
             "hidden_before": [a for a, _ in plan.summary().values()],
             "hidden_after": [b for _, b in plan.summary().values()],
             # The original's count (whole component zero, match_map == 6) beside ours.
@@ -519,6 +593,11 @@ class LanguageModelTrainer:
             "backend": keras.backend.backend(),
         }
         results["macs_ratio"] = results["macs_per_token"] / max(1, results["macs_per_token_after"])
+        if c.targeting:
+            results["target"] = {
+                "macs_ratio": c.target_macs_ratio or None, "units": list(c.target_units) or None,
+                "reach_epoch": c.reach_epoch,
+                "reached": self.history[-1].get("target", {}).get("reached") if self.history else None}
         dense_stream = self.build(None, None, False, True, None)
         dense_stream.set_weights(model.get_weights())
         small_stream, _ = shrink(dense_stream)

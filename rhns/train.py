@@ -26,6 +26,8 @@ flags.DEFINE_float("input_dropout", 0.75, "Variational dropout on the RHN input 
 flags.DEFINE_float("hidden_dropout", 0.25, "Variational dropout on the state (drop_h).")
 flags.DEFINE_float("output_dropout", 0.75, "Variational dropout on the RHN output (drop_o).")
 FLAGS = flags.FLAGS
+# The original reports the best validation epoch's test perplexity (rhn_train.py:498-532).
+FLAGS.set_default("test_checkpoint", "best_valid")
 
 
 def check_model_flags():

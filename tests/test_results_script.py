@@ -1,0 +1,66 @@
+"""scripts/results.py: README result tables come from results/ files, and only finished runs are kept."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+spec = importlib.util.spec_from_file_location("results_script", os.path.join(ROOT, "scripts", "results.py"))
+results_script = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(results_script)
+
+
+def test_readme_tables_are_what_the_result_files_say():
+    assert results_script.main(["table", "--check"]) == 0, "run `make results-table`"
+
+
+def fake_results(**overrides):
+    results = {"hidden_before": [200, 200], "hidden_after": [120, 97], "all_zero_units": [70, 90],
+               "weights": 4_600_000, "weights_after": 3_100_000, "macs_per_token": 2_640_000,
+               "macs_per_token_after": 1_230_000, "macs_ratio": 2_640_000 / 1_230_000,
+               "valid_perplexity": 123.456, "test_perplexity_sparse": 118.765,
+               "test_perplexity_shrunk": 118.7654,
+               "export": {"tflite_speed": {"batch1_speedup": 1.87}},
+               "run": {"machine": {"cpu": "AMD EPYC", "cores": 2, "accelerators": []},
+                       "backend": "tensorflow", "date_utc": "2026-11-23T10:00:00+00:00",
+                       "commit": "abcdef0123", "uncommitted_changes": False,
+                       "train_seconds": 6000.0, "eval_seconds": 200.0, "finish_seconds": 100.0}}
+    results.update(overrides)
+    return results
+
+
+def test_a_row_holds_the_files_numbers_beside_the_anchor():
+    anchors = {"small": {"valid_perplexity": 121.39, "test_perplexity": 115.91, "hidden": [200, 200],
+                         "source": "x"}}
+    table = results_script.runs_table({"small": fake_results(), "quick_iss": fake_results()}, anchors)
+    row = [line for line in table.splitlines() if line.startswith("| `small`")][0]
+    for text in ("200/200 → 120/97", "130/110", "2,640,000 → 1,230,000 (2.15×)", "123.46", "118.77",
+                 "1.87×", "121.39 / 115.91", "1.8 h", "2026-11-23", "`abcdef0`", "tensorflow"):
+        assert text in row, text
+    quick = [line for line in table.splitlines() if line.startswith("| `quick_iss`")][0]
+    assert "pipeline check" in quick
+
+
+def test_keep_refuses_an_unfinished_run_and_copies_a_finished_one(tmp_path, monkeypatch):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "metrics.csv").write_text("epoch\n1\n")
+    with pytest.raises(SystemExit, match="results.json"):
+        results_script.keep(str(workdir), "ptb", "small")
+    (workdir / "flags.txt").write_text("--hidden_sizes=200,200\n")
+    (workdir / "results.json").write_text(json.dumps({"epochs": 1}))
+    with pytest.raises(SystemExit, match="'run' record"):
+        results_script.keep(str(workdir), "ptb", "small")
+    (workdir / "results.json").write_text(json.dumps(fake_results()))
+    monkeypatch.setattr(results_script, "RESULTS", str(tmp_path / "results"))
+    results_script.keep(str(workdir), "ptb", "small")
+    kept = tmp_path / "results" / "ptb" / "small"
+    assert sorted(os.listdir(kept)) == ["flags.txt", "metrics.csv", "plots", "results.json"]
+    assert json.loads((kept / "results.json").read_text())["hidden_after"] == [120, 97]
+
+
+def test_missing_markers_are_named():
+    with pytest.raises(SystemExit, match="markers for table 'ptb'"):
+        results_script.render("# no markers here\n", {"ptb": "| x |"})

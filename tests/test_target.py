@@ -1,0 +1,93 @@
+"""[ours] Target-size mode: ask for a size, get it (within 2%), fine-tune at it."""
+
+import numpy as np
+import pytest
+
+import iss_keras
+from conftest import ptb_ids
+from iss_keras import training
+from iss_keras.lm import lstm_language_model
+from iss_keras.target import TargetSize
+
+
+def builder(batch_size, steps, stateful, streaming, regularization):
+    reg = regularization or {}
+    return lstm_language_model(200, [24, 20], batch_size=batch_size, steps=steps,
+                               stateful=stateful, streaming=streaming,
+                               iss_strength=reg.get("iss_strength", 0.0),
+                               proximal=reg.get("proximal", False),
+                               zero_threshold=reg.get("zero_threshold"), seed=5)
+
+
+def data():
+    return {"train": ptb_ids("train", 200)[:6000], "valid": ptb_ids("valid", 200)[:1000],
+            "test": ptb_ids("test", 200)[:800]}
+
+
+@pytest.mark.parametrize("target", [{"target_macs_ratio": 1.6}, {"target_units": (12, 15)}])
+def test_training_ends_at_the_requested_size(tmp_path, target):
+    config = training.TrainConfig(steps=10, batch_size=10, eval_batch_size=10, epochs=3,
+                                  target_reach_epoch=2, iss_strength=1e-3, seed=0, **target)
+    assert config.keras_units()["proximal"]
+    trainer = training.LanguageModelTrainer(builder, config, data(), str(tmp_path), verbose=0)
+    model = trainer.train()
+    results = trainer.finish(model, export=False, measure_speed=False)
+    rows = trainer.history
+    if "target_macs_ratio" in target:
+        goal = results["macs_per_token"] / 1.6
+        assert abs(results["macs_per_token_after"] - goal) <= 0.02 * goal
+    else:
+        assert results["hidden_after"] == [12, 15]
+    reached = results["target"]["reached"]
+    assert reached is not None and reached["step"] <= 2 * (6000 // 100)
+    # Held at the reached size while fine-tuning (epoch 3), and shrink is exact.
+    assert rows[-1]["active_units"] == rows[-2]["active_units"] == results["hidden_after"]
+    assert abs(results["test_perplexity_shrunk"] - results["test_perplexity_sparse"]) \
+        <= 1e-3 * results["test_perplexity_sparse"]
+
+
+def test_resumed_run_keeps_the_controller_state(tmp_path):
+    config = training.TrainConfig(steps=10, batch_size=10, eval_batch_size=10, epochs=1,
+                                  target_reach_epoch=1, target_macs_ratio=1.5,
+                                  iss_strength=1e-3, seed=0)
+    first = training.LanguageModelTrainer(builder, config, data(), str(tmp_path), verbose=0)
+    first.train()
+    state = first.history[-1]["target"]
+    assert state["step"] == 59 and state["reached"] is not None  # 6000 tokens: 59 batches
+    config2 = training.TrainConfig(**{**config.__dict__, "epochs": 2})
+    again = training.LanguageModelTrainer(builder, config2, data(), str(tmp_path), verbose=0)
+    again.train()  # resumes after epoch 1
+    assert again.history[-1]["target"]["step"] == 118
+    assert again.history[-1]["target"]["reached"] == state["reached"]
+    assert again.history[-1]["active_units"] == first.history[-1]["active_units"]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"target_macs_ratio": 2.0}, "set iss_strength > 0"),
+    ({"target_macs_ratio": 0.5, "iss_strength": 1e-3}, "must be > 1"),
+    ({"target_macs_ratio": 2.0, "target_units": (3,), "iss_strength": 1e-3}, "not both"),
+    ({"target_macs_ratio": 2.0, "iss_strength": 1e-3, "component_threshold": 0.1},
+     "component_threshold"),
+])
+def test_bad_targets_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        training.TrainConfig(**kwargs)
+
+
+def test_target_needs_proximal_iss_on_every_layer():
+    model = lstm_language_model(50, [6, 5], iss_strength=1e-3)  # subgradient ISS
+    groups = iss_keras.couple(model)
+    target = TargetSize(groups, reach_step=10, macs_ratio=2.0)
+    target.set_model(model)
+    with pytest.raises(ValueError, match="proximal=True"):
+        target.on_train_begin()
+    with pytest.raises(ValueError, match="in 1..6"):
+        TargetSize(groups, reach_step=10, units=[7, 5])
+
+
+def test_planned_size_falls_fast_then_slowly():
+    model = lstm_language_model(50, [6, 5], iss_strength=1e-3, proximal=True)
+    target = TargetSize(iss_keras.couple(model), reach_step=100, macs_ratio=2.0)
+    target._start = {"macs": 1000.0, "units": {}}
+    plan = [target.planned(s) for s in (0, 25, 50, 100, 200)]
+    np.testing.assert_allclose(plan, [1000, 500 + 500 * 0.75 ** 3, 500 + 500 * 0.5 ** 3, 500, 500])
