@@ -95,7 +95,8 @@ def tflite_stream(runner, model, tokens):
     def run():
         state = zero_states(model, 1)
         for t in range(tokens):
-            out = export.run_tflite(interp, [np.full((1, 1), t, "int32")] + state, names)
+            out = export.run_tflite(interp, [np.full((1, 1), t, "int32")] + state, names,
+                                    export.serving_output_names(model))
             state = out[1:]
     return run
 
@@ -103,7 +104,8 @@ def tflite_stream(runner, model, tokens):
 def tflite_window(runner, model, batch, steps):
     interp, names, _ = runner
     inputs = [np.ones((batch, steps), "int32")] + zero_states(model, batch)
-    return lambda: export.run_tflite(interp, inputs, names)
+    outputs = export.serving_output_names(model)
+    return lambda: export.run_tflite(interp, inputs, names, outputs)
 
 
 def main(argv=None):

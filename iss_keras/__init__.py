@@ -5,6 +5,10 @@ footprint, drive whole units to exactly zero, and rebuild the network as a
 smaller dense model whose outputs are verified to be the same.
 """
 
+from iss_keras.startup import start_backend_quietly
+
+start_backend_quietly()  # before anything imports Keras: no C++ start-up noise on a CPU machine
+
 from iss_keras.discovery import PASS_THROUGH_LAYERS, UnsupportedLayerError, discover_groups
 from iss_keras.enforcement import ComponentEnforcer, ZeroOut
 from iss_keras.export import (ExportReport, ExportVerificationError, export_saved_model,

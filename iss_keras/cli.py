@@ -163,7 +163,10 @@ def run_language_model(make_builder, check_model_flags=None):
     flagfile = _save_flags(sys.argv[0])
     trainer = training.LanguageModelTrainer(make_builder(len(vocabulary)), config, splits, FLAGS.workdir,
                                             verbose=FLAGS.verbose)
-    model = trainer.train(restore_from=FLAGS.restore_from)
+    try:
+        model = trainer.train(restore_from=FLAGS.restore_from)
+    except training.CorruptCheckpointError as e:
+        sys.exit(f"Error: {e}")
     results = trainer.finish(model, export=FLAGS.export, quantize=tuple(FLAGS.quantize))
     print("\n" + training.results_table(results))
     print(f"\nresults: {os.path.join(FLAGS.workdir, 'results.json')} (replay: python "

@@ -82,8 +82,10 @@ def _tensorflow():
             f"KERAS_BACKEND={keras.backend.backend()!r}. Save the model with "
             "model.save('model.keras') and export it in a process started with "
             "KERAS_BACKEND=tensorflow.")
-    import tensorflow as tf
-
+    try:
+        import tensorflow as tf
+    except ImportError as e:  # KERAS_BACKEND=tensorflow set without TensorFlow installed
+        raise ImportError("Export needs TensorFlow: pip install 'iss_keras[export]'.") from e
     return tf
 
 
@@ -116,18 +118,46 @@ def _name(tensor, index):
     return name.replace(":", "_").replace("/", "_")
 
 
-def _serving_fn(model):
+def serving_output_names(model, names=None):
+    """The serving signature's output names, in the order of the model's outputs.
+
+    Args:
+        model: a Keras model.
+        names: explicit names (e.g. `["logits", "h0", "c0"]`); by default the
+            model's `output_names`, made unique (`lstm_0`, `lstm_0_1`, ...),
+            or `output_0`, `output_1`, ... for a Sequential model.
+    """
+    count = len(model.outputs)
+    if names is not None:
+        names = [str(n) for n in names]
+        if len(names) != count or len(set(names)) != count:
+            raise ValueError(f"output_names must be {count} distinct names, one per output of "
+                             f"{model.name!r}. Received: output_names={names}")
+        return names
+    seen, unique = {}, []
+    # A Sequential model has no output_names: its outputs stay output_0, output_1, ...
+    model_names = getattr(model, "output_names", None) or [f"output_{i}" for i in range(count)]
+    for name in model_names:
+        name = name.replace(":", "_").replace("/", "_")
+        seen[name] = seen.get(name, -1) + 1
+        unique.append(name if seen[name] == 0 else f"{name}_{seen[name]}")
+    return unique
+
+
+def _serving_fn(model, names):
     def serve(*args):
-        return model(list(args) if len(args) > 1 else args[0], training=False)
+        out = model(list(args) if len(args) > 1 else args[0], training=False)
+        return dict(zip(names, keras.tree.flatten(out)))
 
     return serve
 
 
-def _archive(model, shapes, endpoint="serve"):
+def _archive(model, shapes, endpoint="serve", names=None):
     tf = _tensorflow()
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(endpoint, _serving_fn(model), input_signature=_signature(tf, model, shapes))
+    archive.add_endpoint(endpoint, _serving_fn(model, serving_output_names(model, names)),
+                         input_signature=_signature(tf, model, shapes))
     return archive
 
 
@@ -173,7 +203,7 @@ def _size(path):
 
 
 def export_saved_model(model, path, batch_size=None, steps=None, probe=None, tolerance=1e-5,
-                       endpoint="serve"):
+                       endpoint="serve", output_names=None):
     """Write `model` as a TensorFlow SavedModel with one serving endpoint.
 
     Args:
@@ -184,6 +214,8 @@ def export_saved_model(model, path, batch_size=None, steps=None, probe=None, tol
         probe: list of input arrays for the check (random ones if None).
         tolerance: largest relative output difference accepted.
         endpoint: name of the serving function.
+        output_names: names of the signature's outputs (default: the model's
+            output names, made unique); inputs are named after `model.inputs`.
 
     Returns:
         An `ExportReport`.
@@ -191,6 +223,8 @@ def export_saved_model(model, path, batch_size=None, steps=None, probe=None, tol
     Raises:
         ExportVerificationError: the reloaded SavedModel's outputs differ; the
             previous contents of `path` are left as they were.
+        FileExistsError: `path` exists and is not a SavedModel directory
+            (nothing else is ever replaced).
 
     Example:
 
@@ -198,18 +232,31 @@ def export_saved_model(model, path, batch_size=None, steps=None, probe=None, tol
     >>> served = tf.saved_model.load("runs/ptb/saved_model").serve(tokens)
     """
     tf = _tensorflow()
+    _refuse_to_replace_other_things(path)
     shapes = input_shapes(model, batch_size, steps)
-    archive = _archive(model, shapes, endpoint)
+    names = serving_output_names(model, output_names)
+    archive = _archive(model, shapes, endpoint, names)
     inputs = probe if probe is not None else _probe(model, shapes)
     expected = _keras_outputs(model, inputs)
     with atomic_path(path, directory=True) as tmp:
         archive.write_out(tmp, verbose=False)
         loaded = tf.saved_model.load(tmp)  # keep a reference: it owns the variables
         served = getattr(loaded, endpoint)(*[tf.constant(x) for x in inputs])
-        got = [np.asarray(t) for t in keras.tree.flatten(served)]
+        got = [np.asarray(served[name]) for name in names]
         worst_abs, worst_rel = _compare(expected, got, tolerance, "reloaded SavedModel")
     return ExportReport(os.path.abspath(path), "saved_model", _size(path), worst_abs, worst_rel,
                         shapes)
+
+
+def _refuse_to_replace_other_things(path):
+    if not os.path.lexists(path):
+        return
+    if os.path.isdir(path) and not os.path.islink(path) and (
+            not os.listdir(path) or os.path.isfile(os.path.join(path, "saved_model.pb"))):
+        return  # a previous export (or an empty directory): replaced atomically
+    raise FileExistsError(
+        f"{path!r} exists and is not a SavedModel directory; export_saved_model replaces only "
+        "a previous export. Choose another path or remove it first.")
 
 
 def tflite_interpreter(model_content=None, model_path=None, num_threads=None, delegates=True):
@@ -218,7 +265,11 @@ def tflite_interpreter(model_content=None, model_path=None, num_threads=None, de
     Args:
         delegates: keep the default XNNPACK delegate (the fast CPU path).
     """
-    from ai_edge_litert import interpreter as litert
+    try:
+        from ai_edge_litert import interpreter as litert
+    except ImportError as e:
+        raise ImportError("Running TFLite models needs LiteRT: pip install "
+                          "'iss_keras[export]' (ai-edge-litert).") from e
 
     kwargs = {}
     if not delegates:
@@ -241,22 +292,24 @@ def input_names(model):
     return [_name(t, i) for i, t in enumerate(model.inputs)]
 
 
-def run_tflite(interp, inputs, names):
+def run_tflite(interp, inputs, names, outputs=None):
     """Run an interpreter's signature on arrays given in the order of `names`.
 
-    Returns the outputs in the Keras model's output order.
+    Returns the outputs in the order of `outputs` (the signature's output
+    names, see `serving_output_names`), or for unnamed `output_N` outputs in N order.
     """
     runner = interp.get_signature_runner()
     out = runner(**{n: np.asarray(x) for n, x in zip(names, inputs)})
+    if outputs is None:
+        if not all(k.startswith("output_") and k[7:].isdigit() for k in out):
+            raise ValueError(f"The signature's outputs are named {sorted(out)}; pass "
+                             "outputs=serving_output_names(model) (or the names used at "
+                             "export) to get them in the model's order.")
+        outputs = sorted(out, key=lambda k: int(k[7:]))
+    return [out[name] for name in outputs]
 
-    def position(key):
-        tail = key.rsplit("_", 1)[-1]
-        return (0, int(tail), key) if tail.isdigit() else (1, 0, key)
 
-    return [out[k] for k in sorted(out, key=position)]
-
-
-def convert_to_tflite(model, batch_size=1, steps=None, quantize=None):
+def convert_to_tflite(model, batch_size=1, steps=None, quantize=None, output_names=None):
     """Convert `model` to a TFLite flatbuffer of builtin ops (bytes); see `export_tflite`."""
     tf = _tensorflow()
     if quantize not in QUANTIZATIONS:
@@ -269,7 +322,7 @@ def convert_to_tflite(model, batch_size=1, steps=None, quantize=None):
                 f"shape {shape}. Pass batch_size= and steps= (e.g. steps=1 for streaming "
                 "one token at a time with carried state).")
     with tempfile.TemporaryDirectory(prefix="iss_keras-tflite-") as tmp:
-        _archive(model, shapes).write_out(tmp, verbose=False)
+        _archive(model, shapes, names=output_names).write_out(tmp, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantize is not None:
@@ -280,7 +333,7 @@ def convert_to_tflite(model, batch_size=1, steps=None, quantize=None):
 
 
 def export_tflite(model, path, batch_size=1, steps=None, quantize=None, probe=None,
-                  tolerance=None):
+                  tolerance=None, output_names=None):
     """Write `model` as a TFLite flatbuffer of builtin ops only (no Flex delegate).
 
     The converted model is run in `ai_edge_litert` on a probe batch and compared
@@ -297,6 +350,7 @@ def export_tflite(model, path, batch_size=1, steps=None, quantize=None, probe=No
         probe: list of input arrays for the check (random ones if None).
         tolerance: largest relative output difference accepted (default from
             `DEFAULT_TOLERANCES` by `quantize`).
+        output_names: names of the signature's outputs (see `export_saved_model`).
 
     Returns:
         An `ExportReport` with the op list, file size and measured difference.
@@ -310,12 +364,13 @@ def export_tflite(model, path, batch_size=1, steps=None, quantize=None, probe=No
     >>> report = iss_keras.export_tflite(small, "runs/ptb/model.tflite", steps=35)
     >>> print(report)
     """
-    blob, shapes = convert_to_tflite(model, batch_size, steps, quantize)
+    names = serving_output_names(model, output_names)
+    blob, shapes = convert_to_tflite(model, batch_size, steps, quantize, names)
     tolerance = DEFAULT_TOLERANCES[quantize] if tolerance is None else tolerance
     inputs = probe if probe is not None else _probe(model, shapes)
     expected = _keras_outputs(model, inputs)
     interp = tflite_interpreter(model_content=blob)
-    got = run_tflite(interp, inputs, input_names(model))
+    got = run_tflite(interp, inputs, input_names(model), names)
     worst_abs, worst_rel = _compare(expected, got, tolerance, "TFLite model")
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

@@ -10,6 +10,12 @@ import shutil
 import tempfile
 
 
+def _current_umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _remove(path):
     if os.path.isdir(path):
         shutil.rmtree(path, ignore_errors=True)
@@ -40,6 +46,9 @@ def atomic_path(path, directory=False):
         fd, tmp = tempfile.mkstemp(prefix=f".{base}.tmp-", suffix=os.path.splitext(base)[1],
                                    dir=parent)
         os.close(fd)
+    # mkstemp/mkdtemp create private (0600/0700) paths; the result should have the
+    # permissions of any file the user creates, so apply the umask as open() would.
+    os.chmod(tmp, (0o777 if directory else 0o666) & ~_current_umask())
     try:
         yield tmp
         if directory and os.path.exists(path):

@@ -144,3 +144,9 @@ def hidden_sizes(model):
 def zero_states(model, batch_size):
     """Initial state arrays for a streaming model: `[h0, c0, h1, c1, ...]` of zeros."""
     return [np.zeros((batch_size,) + tuple(t.shape[1:]), "float32") for t in model.inputs[1:]]
+
+
+def streaming_output_names(model):
+    """Serving names of a streaming model's outputs: `logits`, then the new
+    states named as the state inputs they feed back into (`h0`, `c0`, ...)."""
+    return ["logits"] + [t.name for t in model.inputs[1:]]

@@ -305,26 +305,49 @@ def save_checkpoint(path, model, epoch, history):
             np.savez(f, **arrays)
 
 
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file cannot be read back (truncated, overwritten, not a checkpoint)."""
+
+
+def _read_checkpoint(path):
+    import zipfile
+
+    try:
+        with np.load(path) as data:
+            meta = json.loads(bytes(data["meta"]).decode())
+            arrays = {k: data[k] for k in data.files if k != "meta"}
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise CorruptCheckpointError(
+            f"Checkpoint {path!r} cannot be read ({type(e).__name__}: {e}). Training was not "
+            "restarted from scratch. Move the file away to start this run again, or point "
+            "--workdir elsewhere.") from e
+    return meta, arrays
+
+
 def load_checkpoint(path, model, optimizer=True):
-    """Restore weights (and optimizer variables) saved by `save_checkpoint`; returns its meta."""
-    with np.load(path) as data:
-        meta = json.loads(bytes(data["meta"]).decode())
-        weights = [data[f"w{i}"] for i in range(len(meta["weights"]))]
-        if len(weights) != len(model.weights) or any(
-                tuple(w.shape) != tuple(v.shape) for w, v in zip(weights, model.weights)):
-            raise ValueError(
-                f"Checkpoint {path!r} holds weights of shapes "
-                f"{[tuple(w.shape) for w in weights]}, but the model built from the flags has "
-                f"{[tuple(v.shape) for v in model.weights]}. Use the flags the checkpoint was "
-                "trained with (its workdir has them in flags.txt) or another --workdir.")
-        for v, w in zip(model.weights, weights):
-            v.assign(w)
-        if optimizer and model.optimizer is not None:
-            opt_keys = sorted((k for k in data.files if k.startswith("o")), key=lambda k: int(k[1:]))
-            if opt_keys:
-                model.optimizer.build(model.trainable_variables)
-                for v, k in zip(model.optimizer.variables, opt_keys):
-                    v.assign(data[k])
+    """Restore weights (and optimizer variables) saved by `save_checkpoint`; returns its meta.
+
+    Raises:
+        CorruptCheckpointError: the file cannot be read back.
+        ValueError: its weights do not fit `model`.
+    """
+    meta, data = _read_checkpoint(path)
+    weights = [data[f"w{i}"] for i in range(len(meta["weights"]))]
+    if len(weights) != len(model.weights) or any(
+            tuple(w.shape) != tuple(v.shape) for w, v in zip(weights, model.weights)):
+        raise ValueError(
+            f"Checkpoint {path!r} holds weights of shapes "
+            f"{[tuple(w.shape) for w in weights]}, but the model built from the flags has "
+            f"{[tuple(v.shape) for v in model.weights]}. Use the flags the checkpoint was "
+            "trained with (its workdir has them in flags.txt) or another --workdir.")
+    for v, w in zip(model.weights, weights):
+        v.assign(w)
+    if optimizer and model.optimizer is not None:
+        opt_keys = sorted((k for k in data if k.startswith("o")), key=lambda k: int(k[1:]))
+        if opt_keys:
+            model.optimizer.build(model.trainable_variables)
+            for v, k in zip(model.optimizer.variables, opt_keys):
+                v.assign(data[k])
     return meta
 
 
@@ -619,6 +642,7 @@ class LanguageModelTrainer:
 
     def _export(self, small, dense, tflite, quantize):
         from iss_keras.export import export_saved_model, export_tflite
+        from iss_keras.lm import streaming_output_names
 
         out = {}
         directory = os.path.join(self.workdir, "export")
@@ -626,13 +650,15 @@ class LanguageModelTrainer:
             print("Export skipped: it runs under KERAS_BACKEND=tensorflow. Re-run the same "
                   "command there to export from the last checkpoint.")
             return {"skipped": f"backend {keras.backend.backend()}"}
-        out["saved_model"] = export_saved_model(small, os.path.join(directory, "saved_model")).to_dict()
+        names = streaming_output_names(small)  # logits, h0, c0, ... beside inputs tokens, h0, c0
+        out["saved_model"] = export_saved_model(small, os.path.join(directory, "saved_model"),
+                                                output_names=names).to_dict()
         if tflite:
             for q in (None,) + tuple(quantize):
                 suffix = f"_{q}" if q else ""
                 out[f"tflite{suffix}"] = export_tflite(
                     small, os.path.join(directory, f"model{suffix}.tflite"), batch_size=1,
-                    steps=1).to_dict()
+                    steps=1, output_names=names).to_dict()
             dense_blob = _tflite_blob(dense)
             out["tflite_dense_size_bytes"] = len(dense_blob)
             with open(out["tflite"]["path"], "rb") as f:
@@ -669,7 +695,7 @@ def streaming_speed(dense, small, repeats=30, batches=(1,)):
 
 def tflite_streaming_speed(dense, dense_blob, small, small_blob, repeats=50):
     """Median seconds per one-token step of two TFLite models (batch 1), interleaved."""
-    from iss_keras.export import input_names, run_tflite, tflite_interpreter
+    from iss_keras.export import input_names, run_tflite, serving_output_names, tflite_interpreter
     from iss_keras.lm import zero_states
     from iss_keras.timing import interleaved_medians
 
@@ -677,7 +703,8 @@ def tflite_streaming_speed(dense, dense_blob, small, small_blob, repeats=50):
     for name, m, blob in (("dense", dense, dense_blob), ("shrunk", small, small_blob)):
         interp = tflite_interpreter(model_content=blob)
         inputs = [np.zeros((1, 1), "int32")] + zero_states(m, 1)
-        candidates[name] = (lambda i=interp, x=inputs, n=input_names(m): run_tflite(i, x, n))
+        candidates[name] = (lambda i=interp, x=inputs, n=input_names(m), o=serving_output_names(m):
+                            run_tflite(i, x, n, o))
     medians = interleaved_medians(candidates, repeats=repeats)
     return {"batch1_step_seconds": medians, "batch1_speedup": medians["dense"] / medians["shrunk"]}
 
@@ -690,7 +717,7 @@ def plot_training(history, model, groups, directory):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("Plots skipped: matplotlib is not installed.")
+        print("Plots skipped: matplotlib is not installed (pip install 'iss_keras[plots]').")
         return []
     os.makedirs(directory, exist_ok=True)
     written = []

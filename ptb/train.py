@@ -11,8 +11,9 @@ resumes from its last checkpoint. The shared flags are in iss_keras/cli.py.
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's info messages off unless asked
 
+import iss_keras  # noqa: E402,F401  (before Keras: it starts the backend without C++ noise)
 from absl import app, flags  # noqa: E402
 
 from iss_keras import cli  # noqa: E402

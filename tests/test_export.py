@@ -48,7 +48,7 @@ def test_saved_model_reloads_in_a_fresh_process_with_equal_outputs(tmp_path):
         loaded = tf.saved_model.load({str(tmp_path / 'sm')!r})
         inputs, expected = np.load({str(tmp_path / 'inputs.npz')!r}), np.load({str(tmp_path / 'expected.npz')!r})
         for k in inputs.files:
-            got = loaded.serve(tf.constant(inputs[k])).numpy()
+            got = loaded.serve(tf.constant(inputs[k]))["output_0"].numpy()
             assert got.shape == expected[k].shape, (k, got.shape)
             print(k, float(np.abs(got - expected[k]).max()))
     """)
@@ -66,6 +66,39 @@ def test_saved_model_with_static_signature_and_states(tmp_path):
     assert report.max_abs_diff <= 1e-5
 
 
+def test_outputs_are_named_beside_the_named_inputs(tmp_path):
+    import tensorflow as tf
+
+    model = streaming_lm()
+    names = ["logits", "h0", "c0"]
+    iss_keras.export_saved_model(model, str(tmp_path / "sm"), output_names=names)
+    loaded = tf.saved_model.load(str(tmp_path / "sm"))
+    signature = loaded.signatures["serve"]
+    assert sorted(signature.structured_outputs) == sorted(names)
+    assert sorted(signature.structured_input_signature[1]) == ["c0", "h0", "tokens"]
+    iss_keras.export_tflite(model, str(tmp_path / "m.tflite"), steps=1, output_names=names)
+    runner = export_lib.tflite_interpreter(model_path=str(tmp_path / "m.tflite"))
+    assert sorted(runner.get_signature_list()["serving_default"]["outputs"]) == sorted(names)
+    # Without names: the model's output names, made unique.
+    assert export_lib.serving_output_names(model) == ["dense", "lstm", "lstm_1"]
+    with pytest.raises(ValueError, match="3 distinct names"):
+        export_lib.serving_output_names(model, ["logits", "h", "h"])
+
+
+def test_a_file_in_the_way_of_a_saved_model_is_not_replaced(tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("precious")
+    with pytest.raises(FileExistsError, match="not a SavedModel"):
+        iss_keras.export_saved_model(sequence_lm(), str(target))
+    assert target.read_text() == "precious"
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "a.jpg").write_bytes(b"x")
+    with pytest.raises(FileExistsError, match="not a SavedModel"):
+        iss_keras.export_saved_model(sequence_lm(), str(other))
+    assert (other / "a.jpg").exists()
+
+
 def test_tflite_builtin_ops_only_and_equal_outputs(tmp_path):
     model = streaming_lm()
     report = iss_keras.export_tflite(model, str(tmp_path / "m.tflite"), batch_size=1, steps=1)
@@ -78,7 +111,8 @@ def test_tflite_builtin_ops_only_and_equal_outputs(tmp_path):
     tokens = np.array([[7, 123]], dtype="int32")
     state = [np.zeros((1, 48), "float32")] * 2
     for t in range(2):
-        logits, h, c = export_lib.run_tflite(interp, [tokens[:, t:t + 1]] + state, names)
+        logits, h, c = export_lib.run_tflite(interp, [tokens[:, t:t + 1]] + state, names,
+                                             export_lib.serving_output_names(model))
         state = [h, c]
     expected = keras.ops.convert_to_numpy(model([tokens] + [np.zeros((1, 48), "float32")] * 2)[0])
     np.testing.assert_allclose(logits[0, 0], expected[0, 1], atol=1e-4)
@@ -148,3 +182,9 @@ def test_export_under_another_backend_says_how(monkeypatch):
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     with pytest.raises(RuntimeError, match="KERAS_BACKEND=tensorflow"):
         iss_keras.export_saved_model(sequence_lm(), "unused")
+
+
+def test_missing_export_extra_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"iss_keras\[export\]"):
+        export_lib.tflite_interpreter(model_content=b"")

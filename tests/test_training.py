@@ -142,3 +142,33 @@ def test_finish_shrinks_with_equal_test_perplexity(tmp_path):
         <= 1e-3 * results["test_perplexity_sparse"]
     assert os.path.exists(tmp_path / "run" / "plots" / "progress.png")
     assert os.path.exists(tmp_path / "run" / "metrics.csv")
+
+
+def test_truncated_checkpoint_is_named_and_never_restarts_training(tmp_path):
+    workdir = str(tmp_path / "run")
+    training.LanguageModelTrainer(tiny_builder, tiny_config(epochs=1), tiny_data(), workdir,
+                                  verbose=0).train()
+    path = os.path.join(workdir, "checkpoint.npz")
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[:len(data) // 2])
+    with pytest.raises(training.CorruptCheckpointError, match="cannot be read.*not restarted"):
+        training.LanguageModelTrainer(tiny_builder, tiny_config(epochs=2), tiny_data(), workdir,
+                                      verbose=0).train()
+    assert open(path, "rb").read() == data[:len(data) // 2]  # left for the user to inspect
+
+
+def test_run_files_honour_the_umask(tmp_path):
+    from iss_keras.files import atomic_path, write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(str(tmp_path / "results.json"), "{}")
+        with atomic_path(str(tmp_path / "export"), directory=True) as tmp:
+            open(os.path.join(tmp, "x"), "w").close()
+        os.umask(0o077)
+        write_text(str(tmp_path / "private.json"), "{}")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "results.json").st_mode & 0o777 == 0o644
+    assert os.stat(tmp_path / "export").st_mode & 0o777 == 0o755
+    assert os.stat(tmp_path / "private.json").st_mode & 0o777 == 0o600
