@@ -15,6 +15,8 @@ from iss_keras.datasets import download_ptb, load_ptb
 from iss_keras.files import write_text
 
 FLAGS = flags.FLAGS
+# One source of truth: the training flags' defaults are TrainConfig's.
+_DEFAULT = training.TrainConfig()
 FLAGS_FILE = "flags.txt"
 
 flags.DEFINE_string("data_dir", None, "Directory with ptb.train.txt, ptb.valid.txt, ptb.test.txt.")
@@ -25,45 +27,45 @@ flags.DEFINE_integer("vocab_size", 0, "0: the whole training vocabulary with the
                      "ids (PTB: 10,000 words, none merged). N < 10,000: the N-1 most frequent words "
                      "keep their ids and every other word maps to one OOV id (not a paper recipe).")
 flags.DEFINE_float("init_scale", 0.1, "Weights start uniform in [-init_scale, init_scale].")
-flags.DEFINE_integer("steps", 20, "Unrolled time steps (truncated BPTT length).")
-flags.DEFINE_integer("batch_size", 20, "Training (and validation) batch size.")
-flags.DEFINE_integer("test_batch_size", 1, "Test batch size (1 as the original).")
-flags.DEFINE_integer("epochs", 13, "Total epochs (the original's max_max_epoch).")
-flags.DEFINE_float("learning_rate", 1.0, "Initial SGD learning rate (original's units).")
-flags.DEFINE_enum("lr_schedule", "zaremba", training.SCHEDULES,
+flags.DEFINE_integer("steps", _DEFAULT.steps, "Unrolled time steps (truncated BPTT length).")
+flags.DEFINE_integer("batch_size", _DEFAULT.batch_size, "Training (and validation) batch size.")
+flags.DEFINE_integer("test_batch_size", _DEFAULT.test_batch_size, "Test batch size (1 as the original).")
+flags.DEFINE_integer("epochs", _DEFAULT.epochs, "Total epochs (the original's max_max_epoch).")
+flags.DEFINE_float("learning_rate", _DEFAULT.learning_rate, "Initial SGD learning rate (original's units).")
+flags.DEFINE_enum("lr_schedule", _DEFAULT.lr_schedule, training.SCHEDULES,
                   "zaremba: decay every epoch after --max_epoch; step: decay every "
                   "--lr_step_epochs (the ISS sparselarge schedule); constant.")
-flags.DEFINE_float("lr_decay", 0.5, "Learning-rate decay factor.")
-flags.DEFINE_integer("max_epoch", 4, "Epochs at the initial learning rate (zaremba schedule).")
-flags.DEFINE_integer("lr_step_epochs", 0, "Epochs per decay step (step schedule; 0: epochs // 3).")
-flags.DEFINE_float("max_grad_norm", 5.0, "Global gradient-norm clip (original's units).")
-flags.DEFINE_float("iss_strength", 0.0, "ISS group Lasso lambda (original's units, e.g. 0.00245).")
-flags.DEFINE_float("l1_strength", 0.0, "L1 coefficient on all weights but the embedding.")
-flags.DEFINE_float("weight_decay", 0.0, "L2 coefficient (original's units).")
-flags.DEFINE_bool("proximal", False, "[ours, not in the paper] Apply ISS by proximal "
+flags.DEFINE_float("lr_decay", _DEFAULT.lr_decay, "Learning-rate decay factor.")
+flags.DEFINE_integer("max_epoch", _DEFAULT.max_epoch, "Epochs at the initial learning rate (zaremba schedule).")
+flags.DEFINE_integer("lr_step_epochs", _DEFAULT.lr_step_epochs, "Epochs per decay step (step schedule; 0: epochs // 3).")
+flags.DEFINE_float("max_grad_norm", _DEFAULT.max_grad_norm, "Global gradient-norm clip (original's units).")
+flags.DEFINE_float("iss_strength", _DEFAULT.iss_strength, "ISS group Lasso lambda (original's units, e.g. 0.00245).")
+flags.DEFINE_float("l1_strength", _DEFAULT.l1_strength, "L1 coefficient on all weights but the embedding.")
+flags.DEFINE_float("weight_decay", _DEFAULT.weight_decay, "L2 coefficient (original's units).")
+flags.DEFINE_bool("proximal", _DEFAULT.proximal, "[ours, not in the paper] Apply ISS by proximal "
                   "(group soft-threshold) steps instead of its subgradient.")
-flags.DEFINE_float("zero_threshold", 1e-4,
+flags.DEFINE_float("zero_threshold", _DEFAULT.zero_threshold,
                    "Sparsity runs only (ISS or L1 on), as the original: every weight (embedding "
                    "and biases too) below max(zero_threshold, 2 x l1_strength) is zeroed after "
                    "every step. Baselines zero nothing. 0: off.")
-flags.DEFINE_float("component_threshold", 0.0,
+flags.DEFINE_float("component_threshold", _DEFAULT.component_threshold,
                    "[ours, not in the paper] Whole ISS components with a smaller norm are zeroed "
                    "after every step (0: off).")
-flags.DEFINE_bool("freeze", False,
+flags.DEFINE_bool("freeze", _DEFAULT.freeze,
                   "[ours, not in the paper] Keep removed components at zero. The original lets a "
                   "zeroed unit regrow (its --freeze_mode was unset for the paper).")
-flags.DEFINE_integer("train_tokens", 0, "Use only the first N training tokens (0: all).")
-flags.DEFINE_integer("seed", 0, "Random seed.")
-flags.DEFINE_float("target_macs_ratio", 0.0,
+flags.DEFINE_integer("train_tokens", _DEFAULT.train_tokens, "Use only the first N training tokens (0: all).")
+flags.DEFINE_integer("seed", _DEFAULT.seed, "Random seed.")
+flags.DEFINE_float("target_macs_ratio", _DEFAULT.target_macs_ratio,
                    "[ours, not in the paper] Target-size mode: adapt the ISS strength (starting at "
                    "--iss_strength, applied by proximal steps) so the model ends with this many "
                    "times fewer multiply-adds per token, reached at the end of "
                    "--target_reach_epoch, then fine-tunes at that size (within 2%). 0: off.")
 flags.DEFINE_list("target_units", [], "[ours] Target-size mode with hidden units per recurrent "
                   "layer instead, e.g. 100,100.")
-flags.DEFINE_integer("target_reach_epoch", 0, "[ours] Epoch at whose end the target size is "
+flags.DEFINE_integer("target_reach_epoch", _DEFAULT.target_reach_epoch, "[ours] Epoch at whose end the target size is "
                      "reached (0: half of --epochs).")
-flags.DEFINE_enum("test_checkpoint", "last", training.TEST_CHECKPOINTS,
+flags.DEFINE_enum("test_checkpoint", _DEFAULT.test_checkpoint, training.TEST_CHECKPOINTS,
                   "Weights tested, shrunk and exported: the last epoch's (the ptb original) or "
                   "the best validation epoch's (the rhns original), kept in best.npz.")
 flags.DEFINE_string("restore_from", None, "Workdir or checkpoint to start from (fine-tuning).")

@@ -84,7 +84,7 @@ class TrainConfig:
             rhn_train.py:498-532), kept in `best.npz` beside the checkpoint.
     """
 
-    steps: int = 35
+    steps: int = 20
     batch_size: int = 20
     eval_batch_size: int = 20
     test_batch_size: int = 1

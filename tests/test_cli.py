@@ -1,0 +1,22 @@
+"""The trainers' shared flags: one source of truth with TrainConfig."""
+
+import dataclasses
+
+from absl import flags
+
+from iss_keras import cli, training
+
+
+def test_flag_defaults_are_train_config_defaults():
+    FLAGS = flags.FLAGS
+    FLAGS(["trainer"])
+    try:
+        config = cli.config_from_flags()
+    finally:
+        FLAGS.unparse_flags()
+    defaults = training.TrainConfig()
+    for field in dataclasses.fields(training.TrainConfig):
+        if field.name == "eval_batch_size":  # the original validates at the training batch size
+            assert config.eval_batch_size == config.batch_size
+            continue
+        assert getattr(config, field.name) == getattr(defaults, field.name), field.name
