@@ -672,8 +672,10 @@ class LanguageModelTrainer:
 
 def _tflite_blob(model):
     from iss_keras.export import convert_to_tflite
+    from iss_keras.lm import streaming_output_names
 
-    return convert_to_tflite(model, batch_size=1, steps=1)[0]
+    return convert_to_tflite(model, batch_size=1, steps=1,
+                             output_names=streaming_output_names(model))[0]
 
 
 def streaming_speed(dense, small, repeats=30, batches=(1,)):
@@ -694,16 +696,19 @@ def streaming_speed(dense, small, repeats=30, batches=(1,)):
 
 
 def tflite_streaming_speed(dense, dense_blob, small, small_blob, repeats=50):
-    """Median seconds per one-token step of two TFLite models (batch 1), interleaved."""
-    from iss_keras.export import input_names, run_tflite, serving_output_names, tflite_interpreter
-    from iss_keras.lm import zero_states
+    """Median seconds per one-token step of two TFLite models (batch 1), interleaved.
+
+    Both flatbuffers are converted with `streaming_output_names` (as the trainer exports).
+    """
+    from iss_keras.export import input_names, run_tflite, tflite_interpreter
+    from iss_keras.lm import streaming_output_names, zero_states
     from iss_keras.timing import interleaved_medians
 
     candidates = {}
     for name, m, blob in (("dense", dense, dense_blob), ("shrunk", small, small_blob)):
         interp = tflite_interpreter(model_content=blob)
         inputs = [np.zeros((1, 1), "int32")] + zero_states(m, 1)
-        candidates[name] = (lambda i=interp, x=inputs, n=input_names(m), o=serving_output_names(m):
+        candidates[name] = (lambda i=interp, x=inputs, n=input_names(m), o=streaming_output_names(m):
                             run_tflite(i, x, n, o))
     medians = interleaved_medians(candidates, repeats=repeats)
     return {"batch1_step_seconds": medians, "batch1_speedup": medians["dense"] / medians["shrunk"]}
