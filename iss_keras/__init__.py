@@ -18,7 +18,7 @@ from iss_keras.penalties import (L1, ColumnGroupLasso, ISSRegularizer, RowGroupL
                                  UncoupledRegularizerError, couple, iss_penalty)
 from iss_keras.rhn import RHNCell, rhn_language_model
 from iss_keras.report import SparsityReport, SparsityReportCallback, sparsity_report
-from iss_keras.shrink import (ShrinkPlan, ShrinkVerificationError, apply_plan, make_plan,
+from iss_keras.rebuild import (ShrinkPlan, ShrinkVerificationError, apply_plan, make_plan,
                               shrink, verify_equivalence)
 
 __version__ = "0.1.0"

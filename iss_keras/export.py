@@ -23,7 +23,7 @@ import numpy as np
 from keras import ops
 
 from iss_keras.files import atomic_path
-from iss_keras.shrink import probe_inputs
+from iss_keras.rebuild import probe_inputs
 
 QUANTIZATIONS = (None, "int8", "float16")
 

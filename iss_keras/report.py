@@ -13,7 +13,7 @@ from keras import ops
 
 from iss_keras.discovery import discover_groups, is_reverse_call
 from iss_keras.groups import all_zero_mask, variables_by_path
-from iss_keras.shrink import index_maps, make_plan
+from iss_keras.rebuild import index_maps, make_plan
 
 
 def _reverse_called(layer):

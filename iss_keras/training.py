@@ -32,7 +32,7 @@ from iss_keras.files import atomic_path, write_text
 from iss_keras.penalties import couple
 from iss_keras.provenance import provenance
 from iss_keras.report import sparsity_report
-from iss_keras.shrink import ShrinkVerificationError, shrink
+from iss_keras.rebuild import ShrinkVerificationError, shrink
 
 SCHEDULES = ("zaremba", "step", "constant")
 TEST_CHECKPOINTS = ("last", "best_valid")

@@ -105,7 +105,7 @@ def run_script(script, *flags, backend="tensorflow", timeout=600):
 
 def assert_shrunk_outputs_equal(model, small, plan, seed):
     """Independent check that `small` computes what `model` does (resized states remapped)."""
-    shrinking = importlib.import_module("iss_keras.shrink")
+    shrinking = importlib.import_module("iss_keras.rebuild")
     inputs = shrinking.probe_inputs(model, seed=seed)
     maps = shrinking._tensor_maps(plan, model)
     small_inputs = [shrinking.remap(x, {x.ndim - 1: maps[("input", i)]}) if ("input", i) in maps

@@ -6,7 +6,7 @@ import importlib
 
 import iss_keras
 
-shrinking = importlib.import_module("iss_keras.shrink")
+shrinking = importlib.import_module("iss_keras.rebuild")
 from helpers import (assert_shrunk_outputs_equal, randomize, run, zero_outgoing,
                      zero_random_units)
 

@@ -1,4 +1,6 @@
-"""Shrink: rebuild a sparse model as a smaller dense one, and prove it equal.
+"""Rebuild: a sparse model as a smaller dense one (`shrink`), proven equal.
+
+(The module is `rebuild` so that `iss_keras.shrink` is the function only.)
 
 Planning and executing are separate (as in Distiller's thinning):
 `make_plan(model)` decides which units each recurrent layer keeps and returns a
