@@ -12,6 +12,7 @@ would under-regularize, which is the failure this library exists to prevent.
 import keras
 
 from iss_keras.groups import Footprint, GroupSet, UnitFamily
+from iss_keras.keras_internals import all_layers, graph_nodes, is_graph_model, sequential_graph
 
 
 class UnsupportedLayerError(ValueError):
@@ -81,14 +82,14 @@ def num_gates(cell):
 def functional_graph(model):
     """The Functional object behind a Sequential or Functional model."""
     if isinstance(model, keras.Sequential):
-        graph = getattr(model, "_functional", None)
+        graph = sequential_graph(model)
         if graph is None:
             raise ValueError(
                 f"Sequential model {model.name!r} has no known input shape, so its "
                 "layers are not connected yet. Start it with keras.Input(shape=...) "
                 "or call model.build(input_shape) first.")
         return graph
-    if isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth"):
+    if isinstance(model, keras.Model) and is_graph_model(model):
         return model
     raise ValueError(
         f"iss_keras needs a Sequential or Functional keras.Model; received "
@@ -97,10 +98,7 @@ def functional_graph(model):
 
 
 def _graph_nodes(graph):
-    nodes = []
-    for depth in sorted(graph._nodes_by_depth, reverse=True):
-        nodes.extend(graph._nodes_by_depth[depth])
-    return nodes
+    return graph_nodes(graph)
 
 
 def _recurrent_input(node):
@@ -164,7 +162,7 @@ class _Tracer:
         return families
 
     def _reject_nested(self, inner):
-        for sub in inner._flatten_layers(include_self=False):
+        for sub in all_layers(inner, include_self=False):
             if rnn_cell(sub) or isinstance(sub, keras.layers.Bidirectional):
                 raise UnsupportedLayerError(
                     f"Recurrent layer {sub.name!r} sits inside nested model {inner.name!r}. "

@@ -23,6 +23,7 @@ import numpy as np
 from keras import ops
 
 from iss_keras.files import atomic_path
+from iss_keras.keras_internals import outputs_from_zero_state, tflite_op_names
 from iss_keras.rebuild import probe_inputs
 
 QUANTIZATIONS = (None, "int8", "float16")
@@ -168,12 +169,7 @@ def _probe(model, shapes):
     return probe_inputs(model, batch=batch, steps=time)
 
 
-def _keras_outputs(model, inputs):
-    for layer in model._flatten_layers():
-        if getattr(layer, "stateful", False) and hasattr(layer, "reset_states"):
-            layer.reset_states()
-    out = model(inputs if len(inputs) > 1 else inputs[0], training=False)
-    return [np.asarray(ops.convert_to_numpy(o)) for o in keras.tree.flatten(out)]
+_keras_outputs = outputs_from_zero_state
 
 
 def _compare(expected, got, tolerance, what):
@@ -284,7 +280,7 @@ def tflite_interpreter(model_content=None, model_path=None, num_threads=None, de
 def tflite_ops(model_content):
     """Sorted names of the operators in a TFLite flatbuffer (before delegation)."""
     interp = tflite_interpreter(model_content=model_content, delegates=False)
-    return sorted({d["op_name"] for d in interp._get_ops_details()})
+    return sorted(set(tflite_op_names(interp)))
 
 
 def input_names(model):

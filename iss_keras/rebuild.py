@@ -22,6 +22,7 @@ from keras import ops
 from iss_keras.discovery import discover_groups, functional_graph, rnn_cell
 from iss_keras.files import write_text
 from iss_keras.groups import GroupSet, check_footprints, outgoing_zero_mask, variables_by_path
+from iss_keras.keras_internals import all_layers, outputs_from_zero_state
 
 
 class ShrinkVerificationError(AssertionError):
@@ -328,7 +329,7 @@ def apply_plan(model, plan):
 
 
 def _vocabulary_bound(model):
-    sizes = [l.input_dim for l in model._flatten_layers() if isinstance(l, keras.layers.Embedding)]
+    sizes = [l.input_dim for l in all_layers(model) if isinstance(l, keras.layers.Embedding)]
     return min(sizes) if sizes else 2
 
 
@@ -347,16 +348,7 @@ def probe_inputs(model, batch=3, steps=7, seed=0):
     return values
 
 
-def _reset_states(model):
-    for layer in model._flatten_layers():
-        if getattr(layer, "stateful", False) and hasattr(layer, "reset_states"):
-            layer.reset_states()
-
-
-def _run(model, inputs):
-    _reset_states(model)
-    out = model(inputs if len(inputs) > 1 else inputs[0], training=False)
-    return [np.asarray(ops.convert_to_numpy(o)) for o in keras.tree.flatten(out)]
+_run = outputs_from_zero_state
 
 
 def verify_equivalence(model, shrunk, plan, tolerance=1e-5, trials=2, seed=0):

@@ -13,16 +13,17 @@ from keras import ops
 
 from iss_keras.discovery import discover_groups, is_reverse_call
 from iss_keras.groups import all_zero_mask, variables_by_path
+from iss_keras.keras_internals import all_layers, inbound_nodes
 from iss_keras.rebuild import index_maps, make_plan
 
 
 def _reverse_called(layer):
-    return any(is_reverse_call(node) for node in layer._inbound_nodes)
+    return any(is_reverse_call(node) for node in inbound_nodes(layer))
 
 
 def _matmul_kernels(model):
     paths = set()
-    for layer in model._flatten_layers():
+    for layer in all_layers(model):
         if isinstance(layer, keras.layers.Dense):
             paths.add(layer.kernel.path)
         elif isinstance(layer, (keras.layers.LSTMCell, keras.layers.GRUCell,

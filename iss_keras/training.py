@@ -29,6 +29,7 @@ from keras import ops
 
 from iss_keras.enforcement import ComponentEnforcer
 from iss_keras.files import atomic_path, write_text
+from iss_keras.keras_internals import reset_states
 from iss_keras.penalties import couple
 from iss_keras.provenance import provenance
 from iss_keras.report import sparsity_report
@@ -220,10 +221,6 @@ def stream_batches(ids, batch_size, steps):
     return lay_out(rows[:, :-1]), lay_out(rows[:, 1:])
 
 
-def reset_states(model):
-    for layer in model._flatten_layers():
-        if getattr(layer, "stateful", False) and hasattr(layer, "reset_states"):
-            layer.reset_states()
 
 
 def _compile_eval(model):

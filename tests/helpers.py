@@ -7,6 +7,7 @@ import numpy as np
 from keras import ops
 
 import iss_keras
+from iss_keras.keras_internals import reset_states
 
 
 def value(v):
@@ -111,7 +112,7 @@ def assert_shrunk_outputs_equal(model, small, plan, seed):
     small_inputs = [shrinking.remap(x, {x.ndim - 1: maps[("input", i)]}) if ("input", i) in maps
                     else x for i, x in enumerate(inputs)]
     for m in (model, small):
-        shrinking._reset_states(m)
+        reset_states(m)
     expected = run(model, inputs if len(inputs) > 1 else inputs[0])
     got = run(small, small_inputs if len(inputs) > 1 else small_inputs[0])
     for i, (e, g) in enumerate(zip(expected, got)):
