@@ -15,6 +15,9 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 QUICKSTART = os.path.join(HERE, "..", "examples", "ptb_quickstart.py")
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+from iss_keras.files import write_text  # noqa: E402
 
 
 def main():
@@ -42,8 +45,7 @@ def main():
     summary["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
     summary["flags"] = extra
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    write_text(os.path.join(args.out, "summary.json"), json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
 
 

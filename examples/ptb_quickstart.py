@@ -17,6 +17,7 @@ import numpy as np
 
 import iss_keras
 from iss_keras.datasets import lm_windows, load_ptb
+from iss_keras.files import write_text
 
 
 def parse_args():
@@ -98,8 +99,7 @@ def main():
                "macs_per_token": report.totals["macs_per_token"],
                "macs_per_token_after": report.totals["macs_per_token_after"],
                "train_seconds": round(train_s, 1), "args": vars(args)}
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    write_text(os.path.join(args.out, "results.json"), json.dumps(results, indent=1))
     print(f"\n{'':<26}{'sparse':>12}{'shrunk':>12}")
     print(f"{'hidden units':<26}{str(results['hidden_before']):>12}{str(results['hidden_after']):>12}")
     print(f"{'weights':<26}{results['weights']:>12,}{results['weights_after']:>12,}")
