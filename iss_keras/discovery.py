@@ -9,6 +9,8 @@ else raises `UnsupportedLayerError` naming the layer: a silently smaller group
 would under-regularize, which is the failure this library exists to prevent.
 """
 
+import collections
+
 import keras
 
 from iss_keras.groups import Footprint, GroupSet, UnitFamily
@@ -73,6 +75,26 @@ def rnn_cell(layer):
 
 def _follows_cell_protocol(cell):
     return callable(getattr(cell, "iss_footprints", None)) and hasattr(cell, "units")
+
+
+class RecurrentLayerAt(collections.namedtuple("RecurrentLayerAt", "rnn layer config_key")):
+    """Where a family's recurrent layer sits: the RNN itself (one direction), the
+    model's layer holding it (the RNN or its Bidirectional), and the key of the
+    RNN's config inside that layer's config (`"layer"`, `"backward_layer"`, or
+    None when the layer is the RNN)."""
+
+
+def recurrent_layers_by_family(model):
+    """Map family name -> `RecurrentLayerAt` for every recurrent layer of `model`."""
+    out = {}
+    for layer in functional_graph(model).operations:
+        if isinstance(layer, keras.layers.Bidirectional):
+            out[f"{layer.name}/forward"] = RecurrentLayerAt(layer.forward_layer, layer, "layer")
+            out[f"{layer.name}/backward"] = RecurrentLayerAt(layer.backward_layer, layer,
+                                                             "backward_layer")
+        elif rnn_cell(layer) is not None:
+            out[layer.name] = RecurrentLayerAt(layer, layer, None)
+    return out
 
 
 def num_gates(cell):

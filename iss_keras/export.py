@@ -20,7 +20,6 @@ import tempfile
 
 import keras
 import numpy as np
-from keras import ops
 
 from iss_keras.files import atomic_path
 from iss_keras.keras_internals import outputs_from_zero_state, tflite_op_names

@@ -11,7 +11,7 @@ alone would silently under-regularize.
 import keras
 from keras import ops
 
-from iss_keras.discovery import discover_groups, functional_graph, rnn_cell
+from iss_keras.discovery import discover_groups, recurrent_layers_by_family
 from iss_keras.groups import check_footprints, group_lasso, variables_by_path
 
 EPSILON = 1e-8
@@ -135,23 +135,11 @@ class ColumnGroupLasso(_HyperplaneGroupLasso):
 L1 = keras.regularizers.L1
 
 
-def _recurrent_layers_by_family(model):
-    """Map family name -> the recurrent layer (direction) it describes."""
-    layers = {}
-    for layer in functional_graph(model).operations:
-        if isinstance(layer, keras.layers.Bidirectional):
-            layers[f"{layer.name}/forward"] = layer.forward_layer
-            layers[f"{layer.name}/backward"] = layer.backward_layer
-        elif rnn_cell(layer) is not None:
-            layers[layer.name] = layer
-    return layers
-
-
 def iss_regularizers(model):
     """Map family name -> the ISSRegularizer attached to that layer (coupled or not)."""
     found = {}
-    for name, layer in _recurrent_layers_by_family(model).items():
-        cell = layer.cell
+    for name, where in recurrent_layers_by_family(model).items():
+        cell = where.rnn.cell
         for attr in ("kernel", "bias"):
             var = getattr(cell, attr, None)
             if var is not None and isinstance(var.regularizer, ISSRegularizer):

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from iss_keras.discovery import discover_groups, functional_graph, rnn_cell
+from iss_keras.discovery import discover_groups, functional_graph, recurrent_layers_by_family
 from iss_keras.files import write_text
 from iss_keras.groups import GroupSet, check_footprints, outgoing_zero_mask, variables_by_path
 from iss_keras.keras_internals import all_layers, outputs_from_zero_state
@@ -172,18 +172,6 @@ def remap(value, axis_maps):
     return out
 
 
-def _family_layers(model):
-    """family name -> (layer to reconfigure, key inside a Bidirectional config or None)."""
-    out = {}
-    for layer in functional_graph(model).operations:
-        if isinstance(layer, keras.layers.Bidirectional):
-            out[f"{layer.name}/forward"] = (layer, "layer")
-            out[f"{layer.name}/backward"] = (layer, "backward_layer")
-        elif rnn_cell(layer) is not None:
-            out[layer.name] = (layer, None)
-    return out
-
-
 def _without_build_configs(config):
     if isinstance(config, dict):
         return {k: _without_build_configs(v) for k, v in config.items() if k != "build_config"}
@@ -213,7 +201,8 @@ def _embedding_widths(model, maps):
 def _clone_with_sizes(model, plan, maps):
     widths = _embedding_widths(model, maps)
     new_units = {}
-    for name, (layer, key) in _family_layers(model).items():
+    for name, where in recurrent_layers_by_family(model).items():
+        layer, key = where.layer, where.config_key
         if name not in plan.new_sizes:
             raise ValueError(f"The plan has no entry for recurrent layer {name!r}; make the "
                              "plan from this model.")
