@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from iss_keras.groups import group_sq_norms, variables_by_path
+from iss_keras.groups import crossings, group_sq_norms, variables_by_path
 from iss_keras.penalties import iss_regularizers
 
 
@@ -72,14 +72,8 @@ def component_multipliers(family, factors, shapes):
         for vec in vectors[1:]:
             mult = np.multiply.outer(mult, vec)
         multipliers[path] = mult
-    fps = family.penalized
-    for i, fa in enumerate(fps):
-        for fb in fps[i + 1:]:
-            if fa.variable == fb.variable and fa.axis != fb.axis:
-                rows, cols = (fa, fb) if fa.axis == 0 else (fb, fa)
-                r = rows.indices(family.size)[:, :, None]
-                c = cols.indices(family.size)[:, None, :]
-                multipliers[fa.variable][r, c] = factors[:, None, None] * np.ones_like(r * c)
+    for path, r, c in crossings(family, family.penalized):
+        multipliers[path][r, c] = factors[:, None, None] * np.ones_like(r * c)
     return multipliers
 
 

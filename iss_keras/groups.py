@@ -219,6 +219,25 @@ def group_sq_norms(family, variables, footprints=None):
         total = part if total is None else total + part
     # A weight in two footprints of the same 2-D variable (e.g. the recurrent
     # kernel's row j and its gate columns j) was added twice: subtract it once.
+    for path, r, c in crossings(family, footprints):
+        sq = squares[path]
+        if len(sq.shape) != 2:
+            raise ValueError(
+                f"Overlapping footprints are supported on 2-D variables only; "
+                f"{path!r} has shape {tuple(sq.shape)}.")
+        flat_idx = r * int(sq.shape[1]) + c
+        overlap = ops.take(ops.reshape(sq, (-1,)), flat_idx.reshape(family.size, -1), axis=0)
+        total = total - ops.sum(overlap, axis=1)
+    return ops.maximum(total, 0.0)
+
+
+def crossings(family, footprints):
+    """Where two footprints of one 2-D variable cross (a row footprint and a column one).
+
+    Yields `(variable path, rows, cols)`: index arrays of shapes
+    `(size, n_rows, 1)` and `(size, 1, n_cols)`, so `w[rows, cols]` is each
+    component's block of weights that both footprints hold.
+    """
     for a_pos, fa in enumerate(footprints):
         for fb in footprints[a_pos + 1:]:
             if fa.variable != fb.variable:
@@ -227,18 +246,9 @@ def group_sq_norms(family, variables, footprints=None):
                 raise ValueError(
                     f"Two footprints of family {family.name!r} index the same axis of "
                     f"{fa.variable!r}: {fa!r} and {fb!r}. Merge them into one.")
-            sq = squares[fa.variable]
-            if len(sq.shape) != 2:
-                raise ValueError(
-                    f"Overlapping footprints are supported on 2-D variables only; "
-                    f"{fa.variable!r} has shape {tuple(sq.shape)}.")
             rows, cols = (fa, fb) if fa.axis == 0 else (fb, fa)
-            r = rows.indices(family.size)[:, :, None]
-            c = cols.indices(family.size)[:, None, :]
-            flat_idx = r * int(sq.shape[1]) + c
-            overlap = ops.take(ops.reshape(sq, (-1,)), flat_idx.reshape(family.size, -1), axis=0)
-            total = total - ops.sum(overlap, axis=1)
-    return ops.maximum(total, 0.0)
+            yield (fa.variable, rows.indices(family.size)[:, :, None],
+                   cols.indices(family.size)[:, None, :])
 
 
 def group_lasso(family, variables, epsilon=1e-8):
