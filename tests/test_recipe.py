@@ -222,3 +222,53 @@ def test_both_unit_counts():
     assert layers["lstm_0"]["all_zero_units"] == 1  # the original's count: unit 4 only
     assert layers["lstm_1"]["active_units"] == 5 and layers["lstm_1"]["all_zero_units"] == 0
 
+
+
+# -- the paper configs are the original's numbers ------------------------------------------------
+
+ORIGINAL = {
+    # ptb_word_lm.py:465-479 SmallConfig (keep_prob 1.0)
+    "small": {"init_scale": 0.1, "learning_rate": 1.0, "max_grad_norm": 5, "steps": 20,
+              "hidden_sizes": "200,200", "max_epoch": 4, "epochs": 13, "dropout": 0.0,
+              "lr_decay": 0.5, "batch_size": 20},
+    # :482-496 MediumConfig (keep_prob 0.5)
+    "medium": {"init_scale": 0.05, "learning_rate": 1.0, "max_grad_norm": 5, "steps": 35,
+               "hidden_sizes": "650,650", "max_epoch": 6, "epochs": 39, "dropout": 0.5,
+               "lr_decay": 0.8, "batch_size": 20},
+    # :499-513 LargeConfig (keep_prob 0.35, lr_decay 1 / 1.15)
+    "large": {"init_scale": 0.04, "learning_rate": 1.0, "max_grad_norm": 10, "steps": 35,
+              "hidden_sizes": "1500,1500", "max_epoch": 14, "epochs": 55, "dropout": 0.65,
+              "lr_decay": 1 / 1.15, "batch_size": 20},
+    # :515-529 SparseLargeConfig + structure_grouplasso.json (keep 0.6, global_decay 0.00245);
+    # lr decay 0.1 ** (epoch // (55 // 3)) (:758-759)
+    "sparselarge_iss": {"init_scale": 0.04, "learning_rate": 1.0, "max_grad_norm": 10,
+                        "steps": 35, "hidden_sizes": "1500,1500", "epochs": 55, "dropout": 0.4,
+                        "lr_decay": 0.1, "batch_size": 20, "lr_schedule": "step",
+                        "lr_step_epochs": 18, "iss_strength": 0.00245},
+}
+
+
+def read_flagfile(name):
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ptb",
+                        "configs", f"{name}.flags")
+    values = {}
+    for line in open(path):
+        line = line.strip()
+        if line.startswith("--") and "=" in line:
+            key, value = line[2:].split("=", 1)
+            values[key] = value
+    return values
+
+
+@pytest.mark.parametrize("config", sorted(ORIGINAL))
+def test_paper_configs_are_the_originals_numbers(config):
+    flags = read_flagfile(config)
+    for key, expected in ORIGINAL[config].items():
+        got = flags.get(key, str(getattr(training.TrainConfig(), key, "")))
+        if isinstance(expected, str):
+            assert got == expected, key
+        else:
+            np.testing.assert_allclose(float(got), expected, rtol=1e-12, err_msg=key)
+    # Paper configs use none of our additions.
+    assert not {"component_threshold", "freeze", "proximal", "target_macs_ratio"} & set(flags)
+    assert "vocab_size" not in flags  # the whole training vocabulary
