@@ -7,6 +7,11 @@ that only pass values through channel by channel (Dropout, Activation, ...) are
 walked through, and `Concatenate` shifts the unit's channel offset. Anything
 else raises `UnsupportedLayerError` naming the layer: a silently smaller group
 would under-regularize, which is the failure this library exists to prevent.
+
+Both ends are open protocols. A recurrent cell describes its own variables
+with `iss_footprints()` (see `rnn_cell`); a layer that reads hidden units
+says how with `iss_consume(consumption)` (see `Consumption`). Keras's own
+layers go through the same consumer interface (the built-in rules below).
 """
 
 import collections
@@ -51,7 +56,8 @@ SUPPORTED_CONSUMERS = (
     "ReversibleEmbedding(reverse=True) (softmax), "
     "Concatenate (last axis), and channel-wise layers without weights ("
     + ", ".join(c.__name__ for c in PASS_THROUGH_LAYERS)
-    + ", or any layer with iss_channelwise = True)")
+    + ", or any layer with iss_channelwise = True), and any layer with an "
+    "iss_consume(consumption) method (see Consumption)")
 
 
 def rnn_cell(layer):
@@ -295,71 +301,163 @@ class _Tracer:
     def _consume(self, node, tensor, start, family, role):
         layer = node.operation
         inner = layer.layer if isinstance(layer, keras.layers.TimeDistributed) else layer
-        if isinstance(inner, PASS_THROUGH_LAYERS) or getattr(inner, "iss_channelwise", False):
-            for out in node.outputs:
-                self._trace(out, start, family, state=False, role=role)
-        elif isinstance(inner, keras.layers.Dense):
-            self._add(family, Footprint(inner.kernel.path, axis=0, start=start, role=role))
-        elif (isinstance(layer, keras.layers.ReversibleEmbedding) and is_reverse_call(node)
-              and role == "outgoing"):
-            self._reversed_embedding(layer, start, family)
-        elif isinstance(layer, keras.layers.Concatenate):
-            self._concatenate(node, tensor, start, family, role)
-        elif rnn_cell(layer) is not None or isinstance(layer, keras.layers.Bidirectional):
-            if _recurrent_input(node) is not tensor:
-                raise UnsupportedLayerError(
-                    f"The hidden state of {family.name!r} is the initial_state of "
-                    f"{layer.name!r}; coupling the units of two recurrent layers "
-                    "through their states is not supported yet.")
-            rnns = ([layer.forward_layer, layer.backward_layer]
-                    if isinstance(layer, keras.layers.Bidirectional) else [layer])
-            for rnn in rnns:
-                self._add(family, Footprint(self._check_rnn(rnn).kernel.path, axis=0,
-                                            start=start, role=role))
-        else:
+        rule = getattr(inner, "iss_consume", None) or _builtin_rule(inner)
+        if rule is None:
             raise UnsupportedLayerError(
                 f"Layer {layer.name!r} ({type(layer).__name__}) consumes the hidden units of "
                 f"{family.name!r}, but iss_keras cannot tell which of its weights read "
                 f"which unit, or removing a unit would change what it computes. "
-                f"Supported consumers: {SUPPORTED_CONSUMERS}.")
+                f"Supported consumers: {SUPPORTED_CONSUMERS}; a custom layer declares "
+                "itself with an iss_consume(consumption) method (see iss_keras.discovery).")
+        rule(Consumption(self, node, tensor, start, family, role))
 
-    def _reversed_embedding(self, layer, start, family):
-        # emb(h, reverse=True) is a softmax whose row k reads unit k. Its width
-        # is the embedding's output_dim, so removing unit k also removes channel
-        # k of every word vector: embedding column k joins the component, and
-        # so do the rows of whatever reads the word vectors (usually this very
-        # recurrent layer's input kernel). With tied weights column k is also
-        # the softmax row. The unit may go only when column k is zero; the rows
-        # reading channel k then read zeros, so they are "incoming".
-        if getattr(layer, "quantization_mode", None):
-            raise UnsupportedLayerError(
-                f"ReversibleEmbedding {layer.name!r} is quantized "
-                f"(quantization_mode={layer.quantization_mode!r}); find the groups and "
-                "shrink before quantizing.")
-        column = Footprint(layer.embeddings.path, axis=1, start=start)
-        if any(f.key() == column.key() for f in family.footprints):
-            return
-        self._add(family, column)
-        if not layer.tie_weights:
-            self._add(family, Footprint(layer.reverse_embeddings.path, axis=0, start=start))
-        for node in self.nodes:
-            if node.operation is layer and not is_reverse_call(node):
-                for out in node.outputs:
-                    self._trace(out, start, family, state=False, role="incoming")
 
-    def _concatenate(self, node, tensor, start, family, role):
-        layer = node.operation
-        inputs = node.arguments.keras_tensors
-        rank = len(tensor.shape)
-        if layer.axis not in (-1, rank - 1):
-            raise UnsupportedLayerError(
-                f"Concatenate layer {layer.name!r} joins along axis {layer.axis}; only the "
-                "last (feature) axis keeps units apart.")
-        offset = 0
-        for t in inputs:
-            if t is tensor:
-                self._trace(node.outputs[0], offset + start, family, state=False, role=role)
-            offset += int(t.shape[-1])
+class Consumption:
+    """One layer call that reads hidden units: the consumer protocol.
+
+    Discovery hands each layer that reads a family's hidden units one
+    `Consumption` and asks it to say how it reads them. A layer answers with
+    its own `iss_consume(consumption)` method, or by the built-in rule for its
+    class (`Dense`, recurrent layers, `Concatenate`, channel-wise layers, ...,
+    each written against this same interface):
+
+    * `consumption.reads(variable, axis=0)`: the slice of `variable` along
+      `axis` at `start + k` belongs to unit k (e.g. the rows of a kernel);
+      removing the unit removes that slice (`rebuild` slices it).
+    * `consumption.passes_on(output, start)`: channel `start + k` of the
+      layer's output `output` carries unit k (channel-wise layers, a
+      concatenation's offset): discovery follows it further.
+
+    A layer that can do neither must not define `iss_consume`: discovery then
+    raises `UnsupportedLayerError` rather than under-regularize.
+
+    Attributes:
+        layer: the consuming layer (inside `TimeDistributed`: the wrapper).
+        node: the call (`node.arguments`, `node.outputs`).
+        tensor: the input tensor that carries the units.
+        start: channel of unit 0 in `tensor` (units are `start .. start + size - 1`).
+        size: number of units in the family.
+        role: `"outgoing"`, or `"incoming"` for word-vector channels tied to
+            the units (pass it on unchanged).
+
+    Example:
+
+    >>> class ScaledDense(keras.layers.Dense):   # reads its input like a Dense
+    ...     def iss_consume(self, consumption):
+    ...         consumption.reads(self.kernel, axis=0)
+    """
+
+    def __init__(self, tracer, node, tensor, start, family, role):
+        self._tracer = tracer
+        self._family = family
+        self.node = node
+        self.layer = node.operation
+        self.tensor = tensor
+        self.start = start
+        self.size = family.size
+        self.role = role
+
+    @property
+    def family_name(self):
+        return self._family.name
+
+    def reads(self, variable, axis=0, start=None, role=None):
+        """Unit k owns `variable`'s slice `start + k` along `axis`."""
+        self._tracer._add(self._family, Footprint(
+            variable.path, axis=axis, start=self.start if start is None else start,
+            role=self.role if role is None else role))
+
+    def passes_on(self, output, start=None, role=None):
+        """Unit k is channel `start + k` of `output`: follow it to its own consumers."""
+        self._tracer._trace(output, self.start if start is None else start, self._family,
+                            state=False, role=self.role if role is None else role)
+
+    def other_calls(self):
+        """The other calls (nodes) of the same layer in the model."""
+        return [n for n in self._tracer.nodes if n.operation is self.layer and n is not self.node]
+
+    def reject(self, why):
+        raise UnsupportedLayerError(f"Layer {self.layer.name!r} consumes the hidden units of "
+                                    f"{self._family.name!r}: {why}")
+
+
+# -- built-in consumer rules (the protocol above, for Keras's own layers) --------------------
+
+def _pass_through(c):
+    for out in c.node.outputs:
+        c.passes_on(out)
+
+
+def _dense(c):
+    inner = c.layer.layer if isinstance(c.layer, keras.layers.TimeDistributed) else c.layer
+    c.reads(inner.kernel, axis=0)
+
+
+def _recurrent(c):
+    if _recurrent_input(c.node) is not c.tensor:
+        c.reject("its hidden state is the initial_state of this layer; coupling the units of "
+                 "two recurrent layers through their states is not supported yet.")
+    layer = c.layer
+    rnns = ([layer.forward_layer, layer.backward_layer]
+            if isinstance(layer, keras.layers.Bidirectional) else [layer])
+    for rnn in rnns:
+        c.reads(c._tracer._check_rnn(rnn).kernel, axis=0)
+
+
+def _concatenate(c):
+    layer = c.layer
+    rank = len(c.tensor.shape)
+    if layer.axis not in (-1, rank - 1):
+        c.reject(f"it joins along axis {layer.axis}; only the last (feature) axis keeps "
+                 "units apart.")
+    offset = 0
+    for t in c.node.arguments.keras_tensors:
+        if t is c.tensor:
+            c.passes_on(c.node.outputs[0], offset + c.start)
+        offset += int(t.shape[-1])
+
+
+def _reversible_embedding(c):
+    # emb(h, reverse=True) is a softmax whose row k reads unit k. Its width
+    # is the embedding's output_dim, so removing unit k also removes channel
+    # k of every word vector: embedding column k joins the component, and
+    # so do the rows of whatever reads the word vectors (usually this very
+    # recurrent layer's input kernel). With tied weights column k is also
+    # the softmax row. The unit may go only when column k is zero; the rows
+    # reading channel k then read zeros, so they are "incoming".
+    layer = c.layer
+    if not is_reverse_call(c.node) or c.role != "outgoing":
+        c.reject("it looks up word vectors with the hidden units as ids.")
+    if getattr(layer, "quantization_mode", None):
+        raise UnsupportedLayerError(
+            f"ReversibleEmbedding {layer.name!r} is quantized "
+            f"(quantization_mode={layer.quantization_mode!r}); find the groups and "
+            "shrink before quantizing.")
+    column = Footprint(layer.embeddings.path, axis=1, start=c.start)
+    if any(f.key() == column.key() for f in c._family.footprints):
+        return
+    c.reads(layer.embeddings, axis=1, role="outgoing")
+    if not layer.tie_weights:
+        c.reads(layer.reverse_embeddings, axis=0, role="outgoing")
+    for node in c.other_calls():
+        if not is_reverse_call(node):
+            for out in node.outputs:
+                c.passes_on(out, role="incoming")
+
+
+def _builtin_rule(layer):
+    """The built-in consumer rule for `layer`, or None."""
+    if isinstance(layer, PASS_THROUGH_LAYERS) or getattr(layer, "iss_channelwise", False):
+        return _pass_through
+    if isinstance(layer, keras.layers.Dense):
+        return _dense
+    if isinstance(layer, keras.layers.ReversibleEmbedding):
+        return _reversible_embedding
+    if isinstance(layer, keras.layers.Concatenate):
+        return _concatenate
+    if rnn_cell(layer) is not None or isinstance(layer, keras.layers.Bidirectional):
+        return _recurrent
+    return None
 
 
 def discover_groups(model):

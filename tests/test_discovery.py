@@ -81,3 +81,52 @@ def test_unbuilt_sequential_and_subclassed_models_get_clear_errors():
 def test_footprint_errors_quote_the_value():
     with pytest.raises(ValueError, match="Received: axis=-1"):
         iss_keras.Footprint("v", axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="iss_keras_tests")
+class ChannelScale(keras.layers.Layer):
+    """A custom consumer: one trainable weight per channel, channel k stays channel k."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="random_normal",
+                                     name="scale")
+
+    def call(self, x):
+        return x * self.scale
+
+    def iss_consume(self, consumption):  # the consumer protocol
+        consumption.reads(self.scale, axis=0)
+        for out in consumption.node.outputs:
+            consumption.passes_on(out)
+
+
+class Opaque(keras.layers.Layer):
+    def call(self, x):
+        return x * 2.0
+
+
+def test_a_custom_layer_declares_how_it_reads_units_and_shrink_honours_it():
+    from helpers import assert_shrunk_outputs_equal, randomize, zero_random_units
+
+    tokens = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(30, 5)(tokens)
+    h = keras.layers.LSTM(6, return_sequences=True, name="lstm")(x)
+    y = ChannelScale(name="scale")(h)
+    model = keras.Model(tokens, keras.layers.Dense(30, name="out")(y))
+    family = iss_keras.discover_groups(model)["lstm"]
+    paths = {(fp.variable, fp.axis) for fp in family.footprints if fp.role == "outgoing"}
+    assert paths == {("scale/scale", 0), ("out/kernel", 0)}
+    randomize(model, seed=1)
+    removed = zero_random_units(model, iss_keras.discover_groups(model), seed=1, at_least=2)
+    small, plan = iss_keras.shrink(model)
+    assert plan.removed == removed
+    assert small.get_layer("scale").scale.shape == (6 - len(removed["lstm"]),)
+    assert_shrunk_outputs_equal(model, small, plan, seed=3)
+
+
+def test_a_custom_layer_without_the_protocol_is_refused():
+    tokens = keras.Input((None,), dtype="int32")
+    h = keras.layers.LSTM(4, return_sequences=True)(keras.layers.Embedding(30, 5)(tokens))
+    model = keras.Model(tokens, keras.layers.Dense(30)(Opaque(name="opaque")(h)))
+    with pytest.raises(iss_keras.UnsupportedLayerError, match="'opaque'.*iss_consume"):
+        iss_keras.discover_groups(model)
