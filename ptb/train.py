@@ -19,6 +19,7 @@ from absl import app, flags  # noqa: E402
 from iss_keras import cli  # noqa: E402
 from iss_keras.lm import lstm_language_model  # noqa: E402
 
+cli.define_flags()
 flags.adopt_module_key_flags(cli)
 flags.DEFINE_list("hidden_sizes", ["200", "200"], "Units of each LSTM layer, e.g. 1500,1500 or 373,315.")
 flags.DEFINE_integer("embedding_size", 0, "Word vector width (0: the first layer's size).")

@@ -17,6 +17,7 @@ from absl import app, flags  # noqa: E402
 from iss_keras import cli  # noqa: E402
 from iss_keras.rhn import rhn_language_model  # noqa: E402
 
+cli.define_flags()
 flags.adopt_module_key_flags(cli)
 flags.DEFINE_integer("units", 830, "RHN width (= embedding width when tied).")
 flags.DEFINE_integer("depth", 10, "Recurrence depth (micro-steps per time step).")

@@ -8,6 +8,7 @@ from iss_keras import cli, training
 
 
 def test_flag_defaults_are_train_config_defaults():
+    cli.define_flags()
     FLAGS = flags.FLAGS
     FLAGS(["trainer"])
     try:
@@ -20,3 +21,14 @@ def test_flag_defaults_are_train_config_defaults():
             assert config.eval_batch_size == config.batch_size
             continue
         assert getattr(config, field.name) == getattr(defaults, field.name), field.name
+
+
+def test_importing_the_cli_registers_no_flag():
+    import subprocess
+    import sys
+
+    code = ("from absl import flags; import iss_keras.cli as cli; "
+            "assert 'data_dir' not in flags.FLAGS; cli.define_flags(); cli.define_flags(); "
+            "assert 'data_dir' in flags.FLAGS; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
