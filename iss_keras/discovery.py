@@ -125,10 +125,6 @@ def functional_graph(model):
         "hide their graph: build the same network with the Functional API.")
 
 
-def _graph_nodes(graph):
-    return graph_nodes(graph)
-
-
 def _recurrent_input(node):
     """The sequence tensor of a recurrent layer's call node."""
     args, kwargs = node.arguments.args, node.arguments.kwargs
@@ -158,7 +154,7 @@ class _Tracer:
     def __init__(self, model):
         self.model = model
         self.graph = functional_graph(model)
-        self.nodes = _graph_nodes(self.graph)
+        self.nodes = graph_nodes(self.graph)
         self.consumers = {}
         for node in self.nodes:
             for tensor in node.arguments.keras_tensors:
@@ -356,10 +352,6 @@ class Consumption:
         self.start = start
         self.size = family.size
         self.role = role
-
-    @property
-    def family_name(self):
-        return self._family.name
 
     def reads(self, variable, axis=0, start=None, role=None):
         """Unit k owns `variable`'s slice `start + k` along `axis`."""

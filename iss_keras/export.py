@@ -168,7 +168,6 @@ def _probe(model, shapes):
     return probe_inputs(model, batch=batch, steps=time)
 
 
-_keras_outputs = outputs_from_zero_state
 
 
 def _compare(expected, got, tolerance, what):
@@ -232,7 +231,7 @@ def export_saved_model(model, path, batch_size=None, steps=None, probe=None, tol
     names = serving_output_names(model, output_names)
     archive = _archive(model, shapes, endpoint, names)
     inputs = probe if probe is not None else _probe(model, shapes)
-    expected = _keras_outputs(model, inputs)
+    expected = outputs_from_zero_state(model, inputs)
     with atomic_path(path, directory=True) as tmp:
         archive.write_out(tmp, verbose=False)
         loaded = tf.saved_model.load(tmp)  # keep a reference: it owns the variables
@@ -363,7 +362,7 @@ def export_tflite(model, path, batch_size=1, steps=None, quantize=None, probe=No
     blob, shapes = convert_to_tflite(model, batch_size, steps, quantize, names)
     tolerance = DEFAULT_TOLERANCES[quantize] if tolerance is None else tolerance
     inputs = probe if probe is not None else _probe(model, shapes)
-    expected = _keras_outputs(model, inputs)
+    expected = outputs_from_zero_state(model, inputs)
     interp = tflite_interpreter(model_content=blob)
     got = run_tflite(interp, inputs, input_names(model), names)
     worst_abs, worst_rel = _compare(expected, got, tolerance, "TFLite model")

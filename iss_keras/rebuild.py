@@ -337,7 +337,6 @@ def probe_inputs(model, batch=3, steps=7, seed=0):
     return values
 
 
-_run = outputs_from_zero_state
 
 
 def verify_equivalence(model, shrunk, plan, tolerance=1e-5, trials=2, seed=0):
@@ -356,8 +355,8 @@ def verify_equivalence(model, shrunk, plan, tolerance=1e-5, trials=2, seed=0):
         inputs = probe_inputs(model, seed=seed + trial)
         small_inputs = [remap(x, {x.ndim - 1: maps[("input", i)]}) if ("input", i) in maps else x
                         for i, x in enumerate(inputs)]
-        expected = _run(model, inputs)
-        got = _run(shrunk, small_inputs)
+        expected = outputs_from_zero_state(model, inputs)
+        got = outputs_from_zero_state(shrunk, small_inputs)
         for i, (e, g) in enumerate(zip(expected, got)):
             if ("output", i) in maps:
                 e = remap(e, {e.ndim - 1: maps[("output", i)]})

@@ -92,7 +92,7 @@ class TargetSize(keras.callbacks.Callback):
         self.gain = float(gain)
         self.tolerance = float(tolerance)
         self.step = int(initial_step)
-        self.scale = 1.0
+        self.scale = {f.name: 1.0 for f in groups}  # strength / starting strength, per layer
         self.reached = None  # the size report once reached
         self._base = None
         self._start = None
@@ -126,7 +126,7 @@ class TargetSize(keras.callbacks.Callback):
 
     def load_state(self, state):
         self.step = int(state["step"])
-        self.scale = float(state["scale"])
+        self.scale = {name: float(s) for name, s in state["scale"].items()}
         self.reached = state.get("reached")
         self._start = state.get("start")
 
@@ -185,10 +185,8 @@ class TargetSize(keras.callbacks.Callback):
             self._freezer.on_train_begin()
 
     def _apply_scale(self):
-        scales = self.scale if isinstance(self.scale, dict) else None
         for name, reg in self._regs.items():
-            factor = scales[name] if scales else self.scale
-            reg.strength = 0.0 if self.reached is not None else self._base[name] * factor
+            reg.strength = 0.0 if self.reached is not None else self._base[name] * self.scale[name]
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
@@ -204,13 +202,8 @@ class TargetSize(keras.callbacks.Callback):
                 self._reach()  # reached early: stop here rather than overshoot
                 return
             above = self._above_plan(size, self.planned(self.step))
-            if self.macs_ratio is not None:
-                self.scale *= self.gain if any(above.values()) else 1.0 / self.gain
-            else:
-                scales = self.scale if isinstance(self.scale, dict) else {
-                    f.name: self.scale for f in self.groups}
-                self.scale = {name: s * (self.gain if above[name] else 1.0 / self.gain)
-                              for name, s in scales.items()}
+            self.scale = {name: s * (self.gain if above[name] else 1.0 / self.gain)
+                          for name, s in self.scale.items()}
             self._apply_scale()
 
     def _over(self, size):
@@ -222,7 +215,7 @@ class TargetSize(keras.callbacks.Callback):
     def _reach(self):
         """Zero the weakest components until the target holds, then freeze."""
         variables = variables_by_path(self.model)
-        size, _ = self._size()
+        size, report = self._size()
         pruned = 0
         while any(self._over(size).values()):
             over = self._over(size)
@@ -243,8 +236,7 @@ class TargetSize(keras.callbacks.Callback):
             _, family, unit = min(candidates, key=lambda c: c[0])
             zero_components(family, [unit], variables)
             pruned += 1
-            size, _ = self._size()
-        _, report = self._size()
+            size, report = self._size()
         # A removable unit (outgoing weights zero) may still hold incoming weights and
         # regrow from them; zero its whole component so the freeze holds it.
         for family, row in zip(self.groups, report.layers):

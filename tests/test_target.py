@@ -91,3 +91,17 @@ def test_planned_size_falls_fast_then_slowly():
     target._start = {"macs": 1000.0, "units": {}}
     plan = [target.planned(s) for s in (0, 25, 50, 100, 200)]
     np.testing.assert_allclose(plan, [1000, 500 + 500 * 0.75 ** 3, 500 + 500 * 0.5 ** 3, 500, 500])
+
+
+@pytest.mark.parametrize("target", [{"macs_ratio": 2.0}, {"units": [3, 2]}])
+def test_controller_state_survives_a_json_round_trip(target):
+    import json
+
+    model = lstm_language_model(50, [6, 5], iss_strength=1e-3, proximal=True)
+    groups = iss_keras.couple(model)
+    first = TargetSize(groups, reach_step=10, **target)
+    first.step, first.scale = 7, {"lstm_0": 1.25, "lstm_1": 0.8}
+    first._start = {"macs": 1000.0, "units": {"lstm_0": 6, "lstm_1": 5}}
+    again = TargetSize(groups, reach_step=10, **target)
+    again.load_state(json.loads(json.dumps(first.state())))
+    assert again.state() == first.state()
