@@ -31,7 +31,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from iss_keras import export  # noqa: E402
-from iss_keras.lm import hidden_sizes, lstm_language_model, zero_states  # noqa: E402
+from iss_keras.models.lstm_lm import hidden_sizes, lstm_language_model  # noqa: E402
+from iss_keras.tasks.language_model import zero_states  # noqa: E402
 from iss_keras.report import sparsity_report  # noqa: E402
 from iss_keras.timing import interleaved_medians  # noqa: E402
 from iss_keras.files import write_text  # noqa: E402

@@ -30,9 +30,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import iss_keras  # noqa: E402
-from iss_keras.lm import lstm_language_model  # noqa: E402
 from iss_keras.files import write_text  # noqa: E402
-from iss_keras.training import stream_batches  # noqa: E402
+from iss_keras.models.lstm_lm import lstm_language_model  # noqa: E402
+from iss_keras.sparsity import ISS, Sparsity, WeightZeroing  # noqa: E402
+from iss_keras.tasks.language_model import stream_batches  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -55,8 +56,9 @@ def parse_args(argv=None):
 def keras_candidate(args, iss, enforce, x, y):
     t = args.steps
     model = lstm_language_model(args.vocab_size, [args.hidden] * 2, batch_size=args.batch_size,
-                                steps=t, stateful=True, iss_strength=0.00245 / t if iss else 0.0,
-                                zero_threshold=1e-4 if iss else None, seed=0)
+                                steps=t, stateful=True, seed=0,
+                                sparsity=Sparsity([ISS(0.00245 / t), WeightZeroing(1e-4)])
+                                if iss else None)
     groups = iss_keras.couple(model)
     model.compile(keras.optimizers.SGD(1.0 * t, global_clipnorm=5.0 / t),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))

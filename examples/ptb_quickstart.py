@@ -77,7 +77,8 @@ def main():
                                        global_clipnorm=args.max_grad_norm / args.steps),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     callbacks = [iss_keras.ComponentEnforcer(groups, mode=args.mode, threshold=args.threshold),
-                 iss_keras.SparsityReportCallback(groups, log_dir=os.path.join(args.out, "tb"))]
+                 iss_keras.SparsityReportCallback(groups),  # puts iss/... into the epoch logs
+                 keras.callbacks.TensorBoard(os.path.join(args.out, "tb"), write_graph=False)]
     start = time.time()
     history = model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, callbacks=callbacks, verbose=2)
     train_s = time.time() - start

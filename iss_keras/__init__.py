@@ -10,16 +10,17 @@ from iss_keras.startup import start_backend_quietly
 start_backend_quietly()  # before anything imports Keras: no C++ start-up noise on a CPU machine
 
 from iss_keras.discovery import PASS_THROUGH_LAYERS, UnsupportedLayerError, discover_groups
-from iss_keras.enforcement import ComponentEnforcer, ZeroOut
 from iss_keras.export import (ExportReport, ExportVerificationError, export_saved_model,
                               export_tflite)
 from iss_keras.groups import Footprint, GroupSet, UnitFamily, group_lasso, group_sq_norms
-from iss_keras.penalties import (L1, ColumnGroupLasso, ISSRegularizer, RowGroupLasso,
-                                 UncoupledRegularizerError, couple, iss_penalty)
-from iss_keras.rhn import RHNCell, rhn_language_model
-from iss_keras.report import SparsityReport, SparsityReportCallback, sparsity_report
+from iss_keras.models.rhn import RHNCell, rhn_language_model
 from iss_keras.rebuild import (ShrinkPlan, ShrinkVerificationError, apply_plan, make_plan,
-                              shrink, verify_equivalence)
+                               shrink, verify_equivalence)
+from iss_keras.report import SparsityReport, SparsityReportCallback, sparsity_report
+from iss_keras.sparsity.elementwise import L1, ZeroOut
+from iss_keras.sparsity.iss import (ComponentEnforcer, ISSRegularizer, UncoupledRegularizerError,
+                                    couple, iss_penalty)
+from iss_keras.sparsity.row_column import ColumnGroupLasso, RowGroupLasso
 
 __version__ = "0.1.0"
 

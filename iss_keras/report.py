@@ -146,47 +146,36 @@ def report_scalars(report):
 
 
 class SparsityReportCallback(keras.callbacks.Callback):
-    """Log the sparsity report every epoch into the history (and TensorBoard).
+    """Put the sparsity report into every epoch's logs (and so into History and TensorBoard).
 
     Adds `iss/<layer>/active_units`, `iss/weights`, `iss/weights_after`,
     `iss/macs_per_token` and `iss/macs_per_token_after` to the epoch logs, so
     `History` records them and a `keras.callbacks.TensorBoard` listed after
-    this callback writes them. With `log_dir` (TensorFlow backend) it writes
-    them to TensorBoard itself.
+    this callback writes them (one writer for every scalar of the run).
 
     Args:
         groups: the model's `GroupSet` (discovered on train begin if None).
-        log_dir: optional TensorBoard directory.
         verbose: print the text table every epoch.
+
+    Example:
+
+    >>> model.fit(x, y, callbacks=[SparsityReportCallback(groups),
+    ...                            keras.callbacks.TensorBoard("tb")])
     """
 
-    def __init__(self, groups=None, log_dir=None, verbose=False):
+    def __init__(self, groups=None, verbose=False):
         super().__init__()
         self.groups = groups
-        self.log_dir = log_dir
         self.verbose = verbose
         self.last_report = None
-        self._writer = None
 
     def on_train_begin(self, logs=None):
         if self.groups is None:
             self.groups = discover_groups(self.model)
-        if self.log_dir and keras.backend.backend() == "tensorflow" and self._writer is None:
-            import tensorflow as tf
-
-            self._writer = tf.summary.create_file_writer(self.log_dir)
 
     def on_epoch_end(self, epoch, logs=None):
         self.last_report = sparsity_report(self.model, self.groups)
-        scalars = report_scalars(self.last_report)
         if logs is not None:
-            logs.update(scalars)
+            logs.update(report_scalars(self.last_report))
         if self.verbose:
             print(f"\nepoch {epoch + 1} sparsity:\n{self.last_report.to_text()}")
-        if self._writer is not None:
-            import tensorflow as tf
-
-            with self._writer.as_default(step=epoch):
-                for key, value in scalars.items():
-                    tf.summary.scalar(key, value)
-            self._writer.flush()

@@ -5,53 +5,55 @@
 Configs in ptb/configs/ mirror the original repository (wenwei202/iss-rnns,
 ptb_word_lm.py and its JSON files). Learning rate, clip norm and strengths
 are in the original's units (loss summed over the unrolled steps); see
-iss_keras/training.py. Re-running the same command on an existing --workdir
-resumes from its last checkpoint. The shared flags are in iss_keras/cli.py.
+iss_keras/training/config.py. Re-running the same command on an existing
+--workdir resumes from its last checkpoint. This file holds the model's
+options only; the training, sparsity and data flags are the library's.
 """
 
+import dataclasses
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's info messages off unless asked
 
 import iss_keras  # noqa: E402,F401  (before Keras: it starts the backend without C++ noise)
-from absl import app, flags  # noqa: E402
+from absl import app  # noqa: E402
 
-from iss_keras import cli  # noqa: E402
-from iss_keras.lm import lstm_language_model  # noqa: E402
-
-cli.define_flags()
-flags.adopt_module_key_flags(cli)
-flags.DEFINE_list("hidden_sizes", ["200", "200"], "Units of each LSTM layer, e.g. 1500,1500 or 373,315.")
-flags.DEFINE_integer("embedding_size", 0, "Word vector width (0: the first layer's size).")
-flags.DEFINE_float("dropout", 0.0, "Non-recurrent dropout rate (1 - the original's keep_prob).")
-FLAGS = flags.FLAGS
+from iss_keras.models.lstm_lm import lstm_language_model  # noqa: E402
+from iss_keras.options import option  # noqa: E402
+from iss_keras.tasks.language_model import LanguageModelConfig, ptb_task  # noqa: E402
+from iss_keras.training import TrainConfig  # noqa: E402
+from iss_keras.training.trainer import define_trainer_flags, trainer_main  # noqa: E402
 
 
-def hidden_sizes():
-    try:
-        sizes = [int(h) for h in FLAGS.hidden_sizes]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise ValueError(f"--hidden_sizes must be positive integers. Received: {FLAGS.hidden_sizes}")
-    return sizes
+@dataclasses.dataclass
+class ModelConfig:
+    """The Zaremba et al. LSTM language model (the original's ptb_word_lm.py PTBModel)."""
+
+    hidden_sizes: tuple = option((200, 200), "Units of each LSTM layer, e.g. 1500,1500 or 373,315.")
+    embedding_size: int = option(0, "Word vector width (0: the first layer's size).")
+    dropout: float = option(0.0, "Non-recurrent dropout rate (1 - the original's keep_prob).")
+    init_scale: float = option(0.1, "Weights start uniform in [-init_scale, init_scale]; LSTM "
+                               "biases start at 0.")
+
+    def __post_init__(self):
+        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
+            raise ValueError(f"--hidden_sizes must be positive integers. Received: "
+                             f"{list(self.hidden_sizes)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"--dropout must be in [0, 1). Received: {self.dropout}")
 
 
-def make_builder(vocab_size):
-    sizes = hidden_sizes()
+def build_model(options, *, vocab_size, batch_size, steps, stateful, streaming, training,
+                sparsity):
+    model = options[ModelConfig]
+    return lstm_language_model(
+        vocab_size, model.hidden_sizes, embedding_size=model.embedding_size or None,
+        dropout=model.dropout if training else 0.0, init_scale=model.init_scale,
+        batch_size=batch_size, steps=steps, stateful=stateful, streaming=streaming,
+        sparsity=sparsity, seed=options[TrainConfig].seed, name="ptb_lm")
 
-    def build(batch_size, steps, stateful, streaming, regularization):
-        reg = regularization or {}
-        return lstm_language_model(
-            vocab_size, sizes, embedding_size=FLAGS.embedding_size or None,
-            dropout=FLAGS.dropout if regularization else 0.0, init_scale=FLAGS.init_scale,
-            batch_size=batch_size, steps=steps, stateful=stateful, streaming=streaming,
-            iss_strength=reg.get("iss_strength", 0.0), proximal=reg.get("proximal", False),
-            l1_strength=reg.get("l1_strength", 0.0), weight_decay=reg.get("weight_decay", 0.0),
-            zero_threshold=reg.get("zero_threshold"), seed=FLAGS.seed, name="ptb_lm")
 
-    return build
-
+define_trainer_flags(ModelConfig, LanguageModelConfig)
 
 if __name__ == "__main__":
-    app.run(cli.main(make_builder, check_model_flags=hidden_sizes))
+    app.run(trainer_main(ptb_task(build_model), ModelConfig, LanguageModelConfig))

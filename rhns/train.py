@@ -3,10 +3,12 @@
     python rhns/train.py --flagfile=rhns/configs/quick_iss.flags --data_dir=../shared/data/ptb
 
 Mirrors the original's rhns/rhn_train.py (ptb_sota, ptb_iss_sota) on the same
-training library as ptb/train.py; the shared flags are in iss_keras/cli.py and
-the model in iss_keras/rhn.py. Strengths are in the original's units.
+training library and language-model task as ptb/train.py; the model is
+iss_keras/models/rhn.py. Strengths are in the original's units. This file
+holds the model's options only.
 """
 
+import dataclasses
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's info messages off unless asked
@@ -14,51 +16,51 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's info messages
 import iss_keras  # noqa: E402,F401  (before Keras: it starts the backend without C++ noise)
 from absl import app, flags  # noqa: E402
 
-from iss_keras import cli  # noqa: E402
-from iss_keras.rhn import rhn_language_model  # noqa: E402
+from iss_keras.models.rhn import rhn_language_model  # noqa: E402
+from iss_keras.options import option  # noqa: E402
+from iss_keras.tasks.language_model import LanguageModelConfig, ptb_task  # noqa: E402
+from iss_keras.training import TrainConfig  # noqa: E402
+from iss_keras.training.trainer import define_trainer_flags, trainer_main  # noqa: E402
 
-cli.define_flags()
-flags.adopt_module_key_flags(cli)
-flags.DEFINE_integer("units", 830, "RHN width (= embedding width when tied).")
-flags.DEFINE_integer("depth", 10, "Recurrence depth (micro-steps per time step).")
-flags.DEFINE_bool("tied", True, "Share the embedding with the softmax.")
-flags.DEFINE_float("transform_bias", -2.0, "Initial bias of the transform gates.")
-flags.DEFINE_float("embedding_dropout", 0.25, "Drops whole word vectors (the original's drop_x).")
-flags.DEFINE_float("input_dropout", 0.75, "Variational dropout on the RHN input (drop_i).")
-flags.DEFINE_float("hidden_dropout", 0.25, "Variational dropout on the state (drop_h).")
-flags.DEFINE_float("output_dropout", 0.75, "Variational dropout on the RHN output (drop_o).")
-FLAGS = flags.FLAGS
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The original's RHN (rhns/rhn.py): one tied, variationally dropped-out RHN layer."""
+
+    units: int = option(830, "RHN width (= embedding width when tied).")
+    depth: int = option(10, "Recurrence depth (micro-steps per time step).")
+    tied: bool = option(True, "Share the embedding with the softmax.")
+    init_scale: float = option(0.1, "Weights start uniform in [-init_scale, init_scale].")
+    transform_bias: float = option(-2.0, "Initial bias of the transform gates.")
+    embedding_dropout: float = option(0.25, "Drops whole word vectors (the original's drop_x).")
+    input_dropout: float = option(0.75, "Variational dropout on the RHN input (drop_i).")
+    hidden_dropout: float = option(0.25, "Variational dropout on the state (drop_h).")
+    output_dropout: float = option(0.75, "Variational dropout on the RHN output (drop_o).")
+
+    def __post_init__(self):
+        if self.units < 1 or self.depth < 1:
+            raise ValueError(f"--units and --depth must be positive. Received: units={self.units}, "
+                             f"depth={self.depth}")
+        for name in ("embedding_dropout", "input_dropout", "hidden_dropout", "output_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"--{name} must be in [0, 1). Received: {getattr(self, name)}")
+
+
+def build_model(options, *, vocab_size, batch_size, steps, stateful, streaming, training,
+                sparsity):
+    model = options[ModelConfig]
+    rates = {name: getattr(model, name) if training else 0.0 for name in (
+        "embedding_dropout", "input_dropout", "hidden_dropout", "output_dropout")}
+    return rhn_language_model(
+        vocab_size, model.units, model.depth, batch_size=batch_size, steps=steps,
+        stateful=stateful, streaming=streaming, tied=model.tied, init_scale=model.init_scale,
+        transform_bias=model.transform_bias, sparsity=sparsity, seed=options[TrainConfig].seed,
+        name="rhn_lm", **rates)
+
+
+define_trainer_flags(ModelConfig, LanguageModelConfig)
 # The original reports the best validation epoch's test perplexity (rhn_train.py:498-532).
-FLAGS.set_default("test_checkpoint", "best_valid")
-
-
-def check_model_flags():
-    if FLAGS.units < 1 or FLAGS.depth < 1:
-        raise ValueError(f"--units and --depth must be positive. Received: units={FLAGS.units}, "
-                         f"depth={FLAGS.depth}")
-    for name in ("embedding_dropout", "input_dropout", "hidden_dropout", "output_dropout"):
-        if not 0.0 <= getattr(FLAGS, name) < 1.0:
-            raise ValueError(f"--{name} must be in [0, 1). Received: {getattr(FLAGS, name)}")
-
-
-def make_builder(vocab_size):
-    def build(batch_size, steps, stateful, streaming, regularization):
-        reg = regularization or {}
-        training = regularization is not None
-        return rhn_language_model(
-            vocab_size, FLAGS.units, FLAGS.depth, batch_size=batch_size, steps=steps,
-            stateful=stateful, streaming=streaming, tied=FLAGS.tied, init_scale=FLAGS.init_scale,
-            transform_bias=FLAGS.transform_bias,
-            embedding_dropout=FLAGS.embedding_dropout if training else 0.0,
-            input_dropout=FLAGS.input_dropout if training else 0.0,
-            hidden_dropout=FLAGS.hidden_dropout if training else 0.0,
-            output_dropout=FLAGS.output_dropout if training else 0.0,
-            iss_strength=reg.get("iss_strength", 0.0), proximal=reg.get("proximal", False),
-            l1_strength=reg.get("l1_strength", 0.0), weight_decay=reg.get("weight_decay", 0.0),
-            zero_threshold=reg.get("zero_threshold"), seed=FLAGS.seed, name="rhn_lm")
-
-    return build
-
+flags.FLAGS.set_default("test_checkpoint", "best_valid")
 
 if __name__ == "__main__":
-    app.run(cli.main(make_builder, check_model_flags=check_model_flags))
+    app.run(trainer_main(ptb_task(build_model), ModelConfig, LanguageModelConfig))

@@ -144,9 +144,11 @@ def test_row_and_column_group_lasso_and_l1():
 
 
 def test_elementwise_penalty_is_added_to_the_iss_penalty():
-    from iss_keras.lm import lstm_language_model
+    from iss_keras.models.lstm_lm import lstm_language_model
+    from iss_keras.sparsity import ISS, L1Sparsity, Sparsity
 
-    model = lstm_language_model(50, [6, 5], iss_strength=0.1, l1_strength=0.01, seed=0)
+    model = lstm_language_model(50, [6, 5], sparsity=Sparsity([ISS(0.1), L1Sparsity(0.01)]),
+                                seed=0)
     iss_keras.couple(model)
     recurrent = model.get_layer("lstm_0").cell.recurrent_kernel
     reg = recurrent.regularizer

@@ -13,10 +13,22 @@ import pytest
 
 import iss_keras
 from helpers import value
+from iss_keras import sparsity as sparsity_lib
 from iss_keras import training
 from iss_keras.datasets import load_ptb, ptb_vocabulary
-from iss_keras.lm import lstm_language_model
-from iss_keras.rhn import rhn_language_model
+from iss_keras.models.lstm_lm import lstm_language_model
+from iss_keras.models.rhn import rhn_language_model
+from iss_keras.sparsity import ISS, OptionContext, WeightDecay, WeightZeroing
+from iss_keras.sparsity.elementwise import L1Options
+from iss_keras.sparsity.iss import ISSOptions
+from iss_keras.tasks import language_model
+
+
+def run_sparsity(**options):
+    """The Sparsity a trainer builds from these flags (steps 5)."""
+    given = [ISSOptions(**{k: v for k, v in options.items() if k in ISSOptions.__annotations__}),
+             L1Options(**{k: v for k, v in options.items() if k in L1Options.__annotations__})]
+    return sparsity_lib.from_options(given, OptionContext(loss_scale=5, epochs=13))
 
 
 # -- vocabulary: ptb/reader.py _build_vocab ------------------------------------------------------
@@ -71,12 +83,11 @@ def test_lstm_biases_start_at_zero_and_the_rest_uniform():
 # -- freezing: --freeze_mode is None by default (ptb_word_lm.py:94, 419) -------------------------
 
 def test_nothing_is_frozen_by_default_and_a_zeroed_unit_may_regrow(tmp_path):
-    config = training.TrainConfig(iss_strength=0.001)
-    assert config.freeze is False
-    trainer = training.LanguageModelTrainer(None, config, {"train": np.zeros(10)}, str(tmp_path))
-    assert trainer._enforcer(None) is None  # no callback holds zeros at zero
+    assert ISSOptions().freeze is False
+    sparsity = run_sparsity(iss_strength=0.001)
+    assert sparsity.callbacks(None) == []  # no callback holds zeros at zero
     model = lstm_language_model(50, [8], batch_size=4, steps=5, stateful=True,
-                                iss_strength=0.001 / 5, seed=1)
+                                sparsity=ISS(0.001 / 5), seed=1)
     groups = iss_keras.couple(model)
     model.compile(keras.optimizers.SGD(1.0), keras.losses.SparseCategoricalCrossentropy(True))
     # Unit 0's outgoing weights (recurrent row, softmax row) zero: removable by shrink now.
@@ -96,18 +107,23 @@ def test_nothing_is_frozen_by_default_and_a_zeroed_unit_may_regrow(tmp_path):
 # -- per-weight zeroing: every trainable variable below max(1e-4, 2 wd), after every step, only
 #    in sparsity runs (ptb_word_lm.py:380-389, 606) -----------------------------------------------
 
+def zeroing(sparsity):
+    found = sparsity.find("weight_zeroing")
+    return found.threshold if found else None
+
+
 def test_zeroing_threshold_is_for_sparsity_runs_only():
-    assert training.TrainConfig().weight_zero_threshold is None  # small / medium / large
-    assert training.TrainConfig().keras_units()["zero_threshold"] is None
-    assert training.TrainConfig(iss_strength=0.00245).weight_zero_threshold == 1e-4
-    assert training.TrainConfig(l1_strength=1e-4).weight_zero_threshold == 2e-4
-    assert training.TrainConfig(l1_strength=1e-5).weight_zero_threshold == 1e-4
+    assert zeroing(run_sparsity()) is None  # small / medium / large
+    assert run_sparsity().constraint("kernel") is None
+    assert zeroing(run_sparsity(iss_strength=0.00245)) == 1e-4
+    assert zeroing(run_sparsity(l1_strength=1e-4)) == pytest.approx(2e-4)
+    assert zeroing(run_sparsity(l1_strength=1e-5)) == 1e-4
 
 
 @pytest.mark.parametrize("threshold", [None, 1e-4])
 def test_every_variable_is_zeroed_after_a_step_in_sparsity_runs(threshold):
     model = lstm_language_model(40, [6, 5], batch_size=2, steps=3, stateful=True,
-                                zero_threshold=threshold, seed=2)
+                                sparsity=WeightZeroing(threshold) if threshold else None, seed=2)
     model.compile(keras.optimizers.SGD(1e-9), keras.losses.SparseCategoricalCrossentropy(True))
     for v in model.trainable_weights:  # plant one tiny weight in every variable
         w = value(v)
@@ -138,7 +154,7 @@ def ptb_producer(raw, batch_size, num_steps):
 @pytest.mark.parametrize("length", [400, 401, 419, 1000])
 def test_stream_layout_is_ptb_producer(length):
     raw = np.arange(length, dtype=np.int32) * 7 % 101
-    x, y = training.stream_batches(raw, batch_size=4, steps=5)
+    x, y = language_model.stream_batches(raw, batch_size=4, steps=5)
     expected = list(ptb_producer(raw, 4, 5))
     assert x.shape[0] == 4 * len(expected)
     for i, (ex, ey) in enumerate(expected):
@@ -155,9 +171,9 @@ def test_test_perplexity_scores_every_token():
     logits = value(model(ids[None, :-1]))[0]
     logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     expected = np.exp(-logp[np.arange(52), ids[1:]].mean())
-    got = training.every_token_perplexity(model, ids, steps=5)
+    got = language_model.every_token_perplexity(model, ids, steps=5)
     np.testing.assert_allclose(got, expected, rtol=1e-5)
-    dropping = training.perplexity(model, ids, batch_size=1, steps=5)  # scores 50 of 52
+    dropping = language_model.perplexity(model, ids, batch_size=1, steps=5)  # scores 50 of 52
     assert abs(dropping - expected) > 1e-6
 
 
@@ -165,7 +181,7 @@ def test_test_perplexity_scores_every_token():
 
 def test_rhn_weight_decay_is_tf1_l2_loss_on_every_variable():
     wd = 0.3
-    model = rhn_language_model(20, 6, depth=2, weight_decay=wd, seed=0)
+    model = rhn_language_model(20, 6, depth=2, sparsity=WeightDecay(wd), seed=0)
     # rhn.py:136-137: cost += weight_decay * sum(tf.nn.l2_loss(v) for v in trainable variables)
     expected = wd * sum(0.5 * (value(v) ** 2).sum() for v in model.trainable_weights)
     assert {"softmax_bias/bias"} <= {v.path for v in model.trainable_weights}
@@ -179,23 +195,23 @@ def test_rhn_trainer_reports_the_best_validation_epoch(tmp_path):
     data = {"train": ptb_ids("train", 100)[:3000], "valid": ptb_ids("valid", 100)[:800],
             "test": ptb_ids("test", 100)[:600]}
 
-    def build(batch_size, steps, stateful, streaming, regularization):
+    def build(*, batch_size, steps, stateful, streaming, training, sparsity):
         return rhn_language_model(100, 8, depth=2, batch_size=batch_size, steps=steps,
                                   stateful=stateful, streaming=streaming, seed=1)
 
-    config = training.TrainConfig(steps=10, batch_size=10, eval_batch_size=10, epochs=3,
-                                  learning_rate=3.0, lr_schedule="constant",
+    task = language_model.LanguageModelTask(
+        build, data, language_model.LanguageModelConfig(steps=10, batch_size=10))
+    config = training.TrainConfig(epochs=3, learning_rate=3.0, lr_schedule="constant",
                                   test_checkpoint="best_valid", seed=0)
-    trainer = training.LanguageModelTrainer(build, config, data, str(tmp_path), verbose=0)
-    model = trainer.train()
-    valid = [row["valid_perplexity"] for row in trainer.history]
-    results = trainer.finish(model, export=False, measure_speed=False)
+    run = training.Run(task, None, config, str(tmp_path), verbose=0)
+    model = run.train()
+    valid = [row["valid_perplexity"] for row in run.history]
+    results = training.finish(run, model, export=False, measure_speed=False)
     assert results["tested_epoch"] == 1 + int(np.argmin(valid))
     assert results["valid_perplexity"] == min(valid)
-    best = build(1, None, True, False, None)
+    best = task.build("test")
     training.load_checkpoint(str(tmp_path / "best.npz"), best, optimizer=False)
-    best.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    expected = training.every_token_perplexity(best, data["test"], 10)
+    expected = language_model.every_token_perplexity(best, data["test"], 10)
     np.testing.assert_allclose(results["test_perplexity_sparse"], expected, rtol=1e-5)
 
 
@@ -248,6 +264,19 @@ ORIGINAL = {
 }
 
 
+def default_of(flag):
+    """The library's default of a trainer flag (the flags are generated from these classes)."""
+    import dataclasses
+
+    from iss_keras.training.trainer import shared_option_classes
+
+    for cls in shared_option_classes() + (language_model.LanguageModelConfig,):
+        for field in dataclasses.fields(cls):
+            if field.name == flag:
+                return field.default
+    return ""
+
+
 def read_flagfile(name):
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ptb",
                         "configs", f"{name}.flags")
@@ -264,7 +293,7 @@ def read_flagfile(name):
 def test_paper_configs_are_the_originals_numbers(config):
     flags = read_flagfile(config)
     for key, expected in ORIGINAL[config].items():
-        got = flags.get(key, str(getattr(training.TrainConfig(), key, "")))
+        got = flags.get(key, str(default_of(key)))
         if isinstance(expected, str):
             assert got == expected, key
         else:

@@ -6,7 +6,8 @@ import pytest
 
 import iss_keras
 from helpers import assert_shrunk_outputs_equal, randomize, value, zero_random_units
-from iss_keras.rhn import RHNCell, rhn_language_model
+from iss_keras.models.rhn import RHNCell, WordDropout, rhn_language_model
+from iss_keras.sparsity import ISS, Sparsity, WeightDecay, WeightZeroing
 
 
 def sigmoid(z):
@@ -75,7 +76,7 @@ def component_elements(model, k):
 @pytest.mark.parametrize("tie_weights", [True, False])
 def test_tied_rhn_penalty_matches_numpy_enumeration(tie_weights):
     if tie_weights:
-        model = rhn_language_model(30, 6, depth=3, iss_strength=0.1)
+        model = rhn_language_model(30, 6, depth=3, sparsity=ISS(0.1))
     else:
         model = reversible_untied(vocab=30, units=6, depth=3,
                                   regularizer=iss_keras.ISSRegularizer(0.1))
@@ -118,7 +119,7 @@ def two_layers_one_tied_embedding():
     """Embedding channels 0..3 are tied to the RHN's units, 4..7 to the LSTM's."""
     tokens = keras.Input((None,), dtype="int32")
     emb = keras.layers.ReversibleEmbedding(40, 8, name="embedding")
-    x = iss_keras.rhn.WordDropout(0.5, 40)(emb(tokens), tokens)
+    x = WordDropout(0.5, 40)(emb(tokens), tokens)
     a = keras.layers.RNN(RHNCell(4, 2), return_sequences=True, name="rhn")(x)
     b = keras.layers.LSTM(4, return_sequences=True, name="lstm")(x)
     return keras.Model(tokens, emb(keras.layers.Concatenate()([a, b]), reverse=True))
@@ -193,7 +194,8 @@ def test_tied_rhn_macs_count_the_softmax():
 def test_rhn_language_model_round_trips_through_keras_file(tmp_path):
     model = rhn_language_model(30, 6, depth=2, embedding_dropout=0.1, input_dropout=0.2,
                                hidden_dropout=0.3, output_dropout=0.2,
-                               iss_strength=0.01, weight_decay=1e-7, zero_threshold=1e-4)
+                               sparsity=Sparsity([ISS(0.01), WeightDecay(1e-7),
+                                                  WeightZeroing(1e-4)]))
     randomize(model, seed=4)
     path = tmp_path / "rhn.keras"
     model.save(path)
@@ -235,7 +237,7 @@ def test_variational_dropout_masks_are_shared_across_time():
 
 
 def test_word_dropout_drops_word_types_per_sequence():
-    layer = iss_keras.rhn.WordDropout(0.5, 10, seed=3)
+    layer = WordDropout(0.5, 10, seed=3)
     tokens = np.array([[1, 2, 1, 3, 2, 1, 4, 5, 1, 2]] * 6, "int32")
     x = np.ones((6, 10, 3), "float32")
     np.testing.assert_array_equal(value(layer(x, tokens)), x)  # identity at inference

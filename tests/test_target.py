@@ -5,34 +5,41 @@ import pytest
 
 import iss_keras
 from conftest import ptb_ids
+from iss_keras import sparsity as sparsity_lib
 from iss_keras import training
-from iss_keras.lm import lstm_language_model
-from iss_keras.target import TargetSize
+from iss_keras.models.lstm_lm import lstm_language_model
+from iss_keras.sparsity import ISS
+from iss_keras.sparsity.iss import ISSOptions
+from iss_keras.sparsity.target import TargetSize
+from iss_keras.tasks.language_model import LanguageModelConfig, LanguageModelTask
 
 
-def builder(batch_size, steps, stateful, streaming, regularization):
-    reg = regularization or {}
+def build(*, batch_size, steps, stateful, streaming, training, sparsity):
     return lstm_language_model(200, [24, 20], batch_size=batch_size, steps=steps,
-                               stateful=stateful, streaming=streaming,
-                               iss_strength=reg.get("iss_strength", 0.0),
-                               proximal=reg.get("proximal", False),
-                               zero_threshold=reg.get("zero_threshold"), seed=5)
+                               stateful=stateful, streaming=streaming, sparsity=sparsity, seed=5)
 
 
-def data():
-    return {"train": ptb_ids("train", 200)[:6000], "valid": ptb_ids("valid", 200)[:1000],
+def task():
+    data = {"train": ptb_ids("train", 200)[:6000], "valid": ptb_ids("valid", 200)[:1000],
             "test": ptb_ids("test", 200)[:800]}
+    return LanguageModelTask(build, data, LanguageModelConfig(steps=10, batch_size=10))
+
+
+def target_run(workdir, epochs, **options):
+    sparsity = sparsity_lib.from_options(
+        [ISSOptions(iss_strength=1e-3, **options)],
+        sparsity_lib.OptionContext(loss_scale=10, epochs=epochs))
+    return training.Run(task(), sparsity, training.TrainConfig(epochs=epochs, seed=0),
+                        str(workdir), verbose=0)
 
 
 @pytest.mark.parametrize("target", [{"target_macs_ratio": 1.6}, {"target_units": (12, 15)}])
 def test_training_ends_at_the_requested_size(tmp_path, target):
-    config = training.TrainConfig(steps=10, batch_size=10, eval_batch_size=10, epochs=3,
-                                  target_reach_epoch=2, iss_strength=1e-3, seed=0, **target)
-    assert config.keras_units()["proximal"]
-    trainer = training.LanguageModelTrainer(builder, config, data(), str(tmp_path), verbose=0)
-    model = trainer.train()
-    results = trainer.finish(model, export=False, measure_speed=False)
-    rows = trainer.history
+    run = target_run(tmp_path, 3, target_reach_epoch=2, **target)
+    assert run.sparsity.find("iss").proximal
+    model = run.train()
+    results = training.finish(run, model, export=False, measure_speed=False)
+    rows = run.history
     if "target_macs_ratio" in target:
         goal = results["macs_per_token"] / 1.6
         assert abs(results["macs_per_token_after"] - goal) <= 0.02 * goal
@@ -47,15 +54,11 @@ def test_training_ends_at_the_requested_size(tmp_path, target):
 
 
 def test_resumed_run_keeps_the_controller_state(tmp_path):
-    config = training.TrainConfig(steps=10, batch_size=10, eval_batch_size=10, epochs=1,
-                                  target_reach_epoch=1, target_macs_ratio=1.5,
-                                  iss_strength=1e-3, seed=0)
-    first = training.LanguageModelTrainer(builder, config, data(), str(tmp_path), verbose=0)
+    first = target_run(tmp_path, 1, target_reach_epoch=1, target_macs_ratio=1.5)
     first.train()
     state = first.history[-1]["target"]
     assert state["step"] == 59 and state["reached"] is not None  # 6000 tokens: 59 batches
-    config2 = training.TrainConfig(**{**config.__dict__, "epochs": 2})
-    again = training.LanguageModelTrainer(builder, config2, data(), str(tmp_path), verbose=0)
+    again = target_run(tmp_path, 2, target_reach_epoch=1, target_macs_ratio=1.5)
     again.train()  # resumes after epoch 1
     assert again.history[-1]["target"]["step"] == 118
     assert again.history[-1]["target"]["reached"] == state["reached"]
@@ -68,14 +71,22 @@ def test_resumed_run_keeps_the_controller_state(tmp_path):
     ({"target_macs_ratio": 2.0, "target_units": (3,), "iss_strength": 1e-3}, "not both"),
     ({"target_macs_ratio": 2.0, "iss_strength": 1e-3, "component_threshold": 0.1},
      "component_threshold"),
+    ({"target_units": (3, 0), "iss_strength": 1e-3}, "positive integers"),
 ])
 def test_bad_targets_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        training.TrainConfig(**kwargs)
+        ISSOptions(**kwargs)
+
+
+def test_a_reach_epoch_past_the_run_is_refused():
+    with pytest.raises(ValueError, match="target_reach_epoch must be in 0..epochs"):
+        sparsity_lib.from_options([ISSOptions(iss_strength=1e-3, target_macs_ratio=2.0,
+                                              target_reach_epoch=14)],
+                                  sparsity_lib.OptionContext(loss_scale=20, epochs=13))
 
 
 def test_target_needs_proximal_iss_on_every_layer():
-    model = lstm_language_model(50, [6, 5], iss_strength=1e-3)  # subgradient ISS
+    model = lstm_language_model(50, [6, 5], sparsity=ISS(1e-3))  # subgradient ISS
     groups = iss_keras.couple(model)
     target = TargetSize(groups, reach_step=10, macs_ratio=2.0)
     target.set_model(model)
@@ -86,7 +97,7 @@ def test_target_needs_proximal_iss_on_every_layer():
 
 
 def test_planned_size_falls_fast_then_slowly():
-    model = lstm_language_model(50, [6, 5], iss_strength=1e-3, proximal=True)
+    model = lstm_language_model(50, [6, 5], sparsity=ISS(1e-3, proximal=True))
     target = TargetSize(iss_keras.couple(model), reach_step=100, macs_ratio=2.0)
     target._start = {"macs": 1000.0, "units": {}}
     plan = [target.planned(s) for s in (0, 25, 50, 100, 200)]
@@ -97,7 +108,7 @@ def test_planned_size_falls_fast_then_slowly():
 def test_controller_state_survives_a_json_round_trip(target):
     import json
 
-    model = lstm_language_model(50, [6, 5], iss_strength=1e-3, proximal=True)
+    model = lstm_language_model(50, [6, 5], sparsity=ISS(1e-3, proximal=True))
     groups = iss_keras.couple(model)
     first = TargetSize(groups, reach_step=10, **target)
     first.step, first.scale = 7, {"lstm_0": 1.25, "lstm_1": 0.8}

@@ -1,4 +1,4 @@
-"""The shared training library: data layout, schedules, units, checkpoints, resume, NaN stop."""
+"""The task-neutral training library: schedules, units, checkpoints, resume, NaN stop, finish."""
 
 import os
 
@@ -7,20 +7,23 @@ import numpy as np
 import pytest
 
 from conftest import ptb_ids
+from iss_keras import sparsity as sparsity_lib
 from iss_keras import training
-from iss_keras.lm import hidden_sizes, lstm_language_model
+from iss_keras.models.lstm_lm import lstm_language_model
+from iss_keras.sparsity.iss import ISSOptions
+from iss_keras.tasks.language_model import LanguageModelConfig, LanguageModelTask, stream_batches
 
 
 def test_stream_batches_continue_row_by_row():
     ids = np.arange(1000, dtype=np.int32)
-    x, y = training.stream_batches(ids, batch_size=4, steps=5)
+    x, y = stream_batches(ids, batch_size=4, steps=5)
     assert x.shape == y.shape and x.shape[1] == 5 and x.shape[0] % 4 == 0
     np.testing.assert_array_equal(y, x + 1)
     batches = x.reshape(-1, 4, 5)
     # Row b of batch i starts where row b of batch i - 1 stopped.
     np.testing.assert_array_equal(batches[1:, :, 0], batches[:-1, :, -1] + 1)
     with pytest.raises(ValueError, match="too few"):
-        training.stream_batches(ids[:10], batch_size=4, steps=5)
+        stream_batches(ids[:10], batch_size=4, steps=5)
 
 
 def test_schedules_match_the_original_formulas():
@@ -32,37 +35,50 @@ def test_schedules_match_the_original_formulas():
 
 
 def test_original_units_are_divided_by_steps():
-    units = training.TrainConfig(steps=35, max_grad_norm=10, iss_strength=0.00245,
-                                 l1_strength=1e-4).keras_units()
-    assert units["lr_scale"] == 35
-    np.testing.assert_allclose([units["clipnorm"], units["iss_strength"], units["l1_strength"]],
-                               [10 / 35, 0.00245 / 35, 1e-4 / 35])
+    config = training.TrainConfig(max_grad_norm=10, learning_rate=0.7)
+    assert config.keras_learning_rate(0, loss_scale=35) == pytest.approx(0.7 * 35)
+    assert config.keras_clipnorm(35) == pytest.approx(10 / 35)
+    sparsity = sparsity_lib.from_options(
+        [ISSOptions(iss_strength=0.00245), sparsity_lib.L1Sparsity.Options(l1_strength=1e-4)],
+        sparsity_lib.OptionContext(loss_scale=35))
+    np.testing.assert_allclose([sparsity.find("iss").strength, sparsity.find("l1").strength],
+                               [0.00245 / 35, 1e-4 / 35])
+    # Adam does not depend on the loss scale: its learning rate is not rescaled.
+    adam = training.TrainConfig(optimizer="adam", learning_rate=1e-3)
+    assert adam.keras_learning_rate(0, 35) == 1e-3
 
 
-@pytest.mark.parametrize("field,value", [("steps", 0), ("learning_rate", -1.0),
-                                         ("iss_strength", -0.1), ("lr_schedule", "cosine")])
-def test_bad_config_values_are_named(field, value):
-    with pytest.raises(ValueError, match=f"{field}"):
-        training.TrainConfig(**{field: value})
+@pytest.mark.parametrize("make,message", [
+    (lambda: LanguageModelConfig(steps=0), "steps must be >= 1"),
+    (lambda: training.TrainConfig(learning_rate=-1.0), "learning_rate must be > 0"),
+    (lambda: ISSOptions(iss_strength=-0.1), "iss_strength must be >= 0"),
+    (lambda: training.TrainConfig(lr_schedule="cosine"), "lr_schedule must be one of"),
+    (lambda: training.TrainConfig(max_grad_norm=float("nan")), "max_grad_norm must be >= 0"),
+])
+def test_bad_config_values_are_named(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
 
 
-def tiny_builder(batch_size, steps, stateful, streaming, regularization):
-    reg = regularization or {}
-    return lstm_language_model(200, [12, 10], batch_size=batch_size, steps=steps,
-                               stateful=stateful, streaming=streaming,
-                               iss_strength=reg.get("iss_strength", 0.0),
-                               zero_threshold=reg.get("zero_threshold"), seed=3)
+def tiny_build(*, batch_size, steps, stateful, streaming, training, sparsity, sizes=(12, 10)):
+    return lstm_language_model(200, list(sizes), batch_size=batch_size, steps=steps,
+                               stateful=stateful, streaming=streaming, sparsity=sparsity, seed=3)
 
 
-def tiny_data():
-    return {"train": ptb_ids("train", 200)[:4000], "valid": ptb_ids("valid", 200)[:1500],
+def tiny_task(build=tiny_build):
+    data = {"train": ptb_ids("train", 200)[:4000], "valid": ptb_ids("valid", 200)[:1500],
             "test": ptb_ids("test", 200)[:1500]}
+    return LanguageModelTask(build, data, LanguageModelConfig(steps=8, batch_size=8))
 
 
-def tiny_config(**kwargs):
-    base = dict(steps=8, batch_size=8, eval_batch_size=8, epochs=2, iss_strength=0.01,
-                component_threshold=0.02, seed=1)
-    return training.TrainConfig(**{**base, **kwargs})
+def tiny_sparsity(epochs=2):
+    return sparsity_lib.from_options([ISSOptions(iss_strength=0.01, component_threshold=0.02)],
+                                     sparsity_lib.OptionContext(loss_scale=8, epochs=epochs))
+
+
+def tiny_run(workdir, epochs=2, build=tiny_build, **config):
+    config = training.TrainConfig(**{"epochs": epochs, "seed": 1, **config})
+    return training.Run(tiny_task(build), tiny_sparsity(epochs), config, str(workdir), verbose=0)
 
 
 class _InterruptInEpoch(keras.callbacks.Callback):
@@ -80,9 +96,7 @@ class _InterruptInEpoch(keras.callbacks.Callback):
 
 
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
-    straight = training.LanguageModelTrainer(tiny_builder, tiny_config(), tiny_data(),
-                                             str(tmp_path / "straight"), verbose=0)
-    expected = straight.train().get_weights()
+    expected = tiny_run(tmp_path / "straight").train().get_weights()
 
     workdir = str(tmp_path / "killed")
     killer = _InterruptInEpoch(epoch=1, batch=10)
@@ -94,12 +108,10 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(keras.Model, "fit", fit_with_killer)
     with pytest.raises(KeyboardInterrupt):
-        training.LanguageModelTrainer(tiny_builder, tiny_config(), tiny_data(), workdir,
-                                      verbose=0).train()
+        tiny_run(workdir).train()
     monkeypatch.setattr(keras.Model, "fit", real_fit)
     assert sorted(n for n in os.listdir(workdir) if n.startswith(".")) == []
-    resumed = training.LanguageModelTrainer(tiny_builder, tiny_config(), tiny_data(), workdir,
-                                            verbose=0)
+    resumed = tiny_run(workdir)
     got = resumed.train().get_weights()
     assert [row["epoch"] for row in resumed.history] == [1, 2]
     for e, g in zip(expected, got):
@@ -108,35 +120,28 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
     workdir = str(tmp_path / "run")
-    training.LanguageModelTrainer(tiny_builder, tiny_config(epochs=1), tiny_data(), workdir,
-                                  verbose=0).train()
+    tiny_run(workdir, epochs=1).train()
     before = open(os.path.join(workdir, "checkpoint.npz"), "rb").read()
-    exploding = tiny_config(epochs=2, learning_rate=1e38, max_grad_norm=1e38)
     with pytest.raises(training.TrainingDivergedError, match="epoch 2.*checkpoint after epoch 1"):
-        training.LanguageModelTrainer(tiny_builder, exploding, tiny_data(), workdir,
-                                      verbose=0).train()
+        tiny_run(workdir, epochs=2, learning_rate=1e38, max_grad_norm=1e38).train()
     assert open(os.path.join(workdir, "checkpoint.npz"), "rb").read() == before
+    assert len(open(os.path.join(workdir, "metrics.csv")).read().strip().splitlines()) == 2
 
 
 def test_checkpoint_of_another_shape_is_refused_with_the_fix(tmp_path):
     workdir = str(tmp_path / "run")
-    training.LanguageModelTrainer(tiny_builder, tiny_config(epochs=1), tiny_data(), workdir,
-                                  verbose=0).train()
+    tiny_run(workdir, epochs=1).train()
 
-    def wider(*args):
-        model = tiny_builder(*args)
-        return lstm_language_model(200, [20, 10], batch_size=args[0], steps=args[1],
-                                   stateful=args[2]) if hidden_sizes(model) else model
+    def wider(**kwargs):
+        return tiny_build(**kwargs, sizes=(20, 10))
 
     with pytest.raises(ValueError, match="flags.txt"):
-        training.LanguageModelTrainer(wider, tiny_config(), tiny_data(), workdir, verbose=0).train()
+        tiny_run(workdir, build=wider).train()
 
 
 def test_finish_shrinks_with_equal_test_perplexity(tmp_path):
-    trainer = training.LanguageModelTrainer(tiny_builder, tiny_config(epochs=2), tiny_data(),
-                                            str(tmp_path / "run"), verbose=0)
-    model = trainer.train()
-    results = trainer.finish(model, export=False, measure_speed=False)
+    run = tiny_run(tmp_path / "run")
+    results = training.finish(run, run.train(), export=False, measure_speed=False)
     assert results["hidden_after"][0] < 12 or results["hidden_after"][1] < 10
     assert abs(results["test_perplexity_shrunk"] - results["test_perplexity_sparse"]) \
         <= 1e-3 * results["test_perplexity_sparse"]
@@ -146,14 +151,12 @@ def test_finish_shrinks_with_equal_test_perplexity(tmp_path):
 
 def test_truncated_checkpoint_is_named_and_never_restarts_training(tmp_path):
     workdir = str(tmp_path / "run")
-    training.LanguageModelTrainer(tiny_builder, tiny_config(epochs=1), tiny_data(), workdir,
-                                  verbose=0).train()
+    tiny_run(workdir, epochs=1).train()
     path = os.path.join(workdir, "checkpoint.npz")
     data = open(path, "rb").read()
     open(path, "wb").write(data[:len(data) // 2])
     with pytest.raises(training.CorruptCheckpointError, match="cannot be read.*not restarted"):
-        training.LanguageModelTrainer(tiny_builder, tiny_config(epochs=2), tiny_data(), workdir,
-                                      verbose=0).train()
+        tiny_run(workdir, epochs=2).train()
     assert open(path, "rb").read() == data[:len(data) // 2]  # left for the user to inspect
 
 

@@ -35,6 +35,7 @@ from keras import ops
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
 from iss_keras.groups import Footprint
+from iss_keras.sparsity.base import as_sparsity
 
 
 @keras.saving.register_keras_serializable(package="iss_keras")
@@ -250,8 +251,7 @@ class LogitBias(keras.layers.Layer):
 def rhn_language_model(vocab_size, units, depth, batch_size=None, steps=None, stateful=False,
                        streaming=False, tied=True, init_scale=0.04, transform_bias=-2.0,
                        embedding_dropout=0.0, input_dropout=0.0, hidden_dropout=0.0,
-                       output_dropout=0.0, softmax_bias=True, iss_strength=0.0, proximal=False,
-                       l1_strength=0.0, weight_decay=0.0, zero_threshold=None, seed=None,
+                       output_dropout=0.0, softmax_bias=True, sparsity=None, seed=None,
                        name="rhn_lm"):
     """Word-level RHN language model: embedding -> RNN(RHNCell) -> softmax.
 
@@ -259,7 +259,7 @@ def rhn_language_model(vocab_size, units, depth, batch_size=None, steps=None, st
         vocab_size: number of word ids.
         units: RHN width (= the embedding width when `tied`).
         depth: recurrence depth.
-        batch_size, steps, stateful, streaming: as `iss_keras.lm.lstm_language_model`
+        batch_size, steps, stateful, streaming: as `iss_keras.models.lstm_lm.lstm_language_model`
             (streaming: the state is input `s0` and the second output).
         tied: share the embedding matrix with the softmax (`ReversibleEmbedding`).
         embedding_dropout: drops word types: every occurrence of a word in a
@@ -269,10 +269,12 @@ def rhn_language_model(vocab_size, units, depth, batch_size=None, steps=None, st
             per sequence, `SpatialDropout1D`).
         softmax_bias: a per-word bias on the logits (the original's softmax_b;
             `LogitBias` when tied, the Dense bias when not).
-        iss_strength: ISS group Lasso coefficient per token (0: off).
-        proximal: ISS applied by proximal steps.
-        l1_strength, weight_decay: element-wise L1 / L2 per token on every weight.
-        zero_threshold: `ZeroOut` on every weight matrix (None: off).
+        sparsity: a `SparsityMethod` or None. Every weight gets its
+            regularizer (the original's weight decay covers all trainable
+            variables, rhns/rhn.py:134-136); its constraint (per-weight
+            zeroing) goes to the variables the original zeroes, those in its
+            group file (SPARSITY_VARS, rhns/rhn.py:112-122): the embedding,
+            the RHN kernels and the softmax matrix.
         seed: initializer and dropout seed.
         name: model name.
 
@@ -283,22 +285,16 @@ def rhn_language_model(vocab_size, units, depth, batch_size=None, steps=None, st
 
     >>> model = rhn_language_model(10000, 830, depth=10, embedding_dropout=0.25,
     ...                            input_dropout=0.75, hidden_dropout=0.25,
-    ...                            output_dropout=0.75, iss_strength=1e-4)
+    ...                            output_dropout=0.75, sparsity=iss_keras.sparsity.ISS(1e-4))
     >>> groups = iss_keras.couple(model)
     """
-    from iss_keras.enforcement import ZeroOut
-    from iss_keras.lm import _elementwise
-    from iss_keras.penalties import ISSRegularizer
-
     if stateful and streaming:
         raise ValueError("A model is either stateful or streaming, not both. Received: "
                          "stateful=True, streaming=True")
     if int(vocab_size) < 2:
         raise ValueError(f"vocab_size must be >= 2. Received: vocab_size={vocab_size}")
-    constraint = ZeroOut(zero_threshold) if zero_threshold else None
-    elementwise = _elementwise(l1_strength, weight_decay)
-    recurrent_regularizer = (ISSRegularizer(iss_strength, proximal=proximal, elementwise=elementwise)
-                             if iss_strength else elementwise)
+    sparsity = as_sparsity(sparsity)
+    reg, constraint = sparsity.regularizer, sparsity.constraint
     tokens = keras.Input((steps,), batch_size=batch_size, dtype="int32", name="tokens")
     init = keras.initializers.RandomUniform(-init_scale, init_scale, seed=seed)
     # Its own seed: a seeded initializer repeats its draws for every variable.
@@ -306,19 +302,21 @@ def rhn_language_model(vocab_size, units, depth, batch_size=None, steps=None, st
                                                  seed=None if seed is None else seed + 7)
     if tied:
         embedding = keras.layers.ReversibleEmbedding(
-            vocab_size, units, embeddings_initializer=init, embeddings_regularizer=elementwise,
-            embeddings_constraint=constraint, name="embedding")
+            vocab_size, units, embeddings_initializer=init,
+            embeddings_regularizer=reg("embeddings"),
+            embeddings_constraint=constraint("embeddings"), name="embedding")
     else:
         embedding = keras.layers.Embedding(vocab_size, units, embeddings_initializer=init,
-                                           embeddings_regularizer=elementwise, name="embedding")
+                                           embeddings_regularizer=reg("embeddings"),
+                                           name="embedding")
     x = embedding(tokens)
     if embedding_dropout:
         x = WordDropout(embedding_dropout, vocab_size, seed=seed, name="embedding_dropout")(x, tokens)
     cell = RHNCell(units, depth, init_scale=init_scale, transform_bias=transform_bias,
                    dropout=input_dropout, recurrent_dropout=hidden_dropout,
-                   recurrent_regularizer=recurrent_regularizer, kernel_regularizer=elementwise,
-                   bias_regularizer=elementwise, kernel_constraint=constraint,
-                   recurrent_constraint=constraint, seed=seed)
+                   recurrent_regularizer=reg("recurrent_kernel"), kernel_regularizer=reg("kernel"),
+                   bias_regularizer=reg("bias"), kernel_constraint=constraint("kernel"),
+                   recurrent_constraint=constraint("recurrent_kernel"), seed=seed)
     rnn = keras.layers.RNN(cell, return_sequences=True, return_state=streaming, stateful=stateful,
                            name="rhn")
     inputs = [tokens]
@@ -333,12 +331,12 @@ def rhn_language_model(vocab_size, units, depth, batch_size=None, steps=None, st
     if tied:
         logits = embedding(y, reverse=True)
         if softmax_bias:
-            logits = LogitBias(bias_init, regularizer=elementwise, name="softmax_bias")(logits)
+            logits = LogitBias(bias_init, regularizer=reg("bias"), name="softmax_bias")(logits)
     else:
         logits = keras.layers.Dense(vocab_size, use_bias=softmax_bias, kernel_initializer=init,
-                                    bias_initializer=bias_init, kernel_regularizer=elementwise,
-                                    bias_regularizer=elementwise, kernel_constraint=constraint,
-                                    name="softmax")(y)
+                                    bias_initializer=bias_init, kernel_regularizer=reg("kernel"),
+                                    bias_regularizer=reg("bias"),
+                                    kernel_constraint=constraint("kernel"), name="softmax")(y)
     if streaming:
         return keras.Model(inputs, [logits, new_state], name=name)
     return keras.Model(tokens, logits, name=name)

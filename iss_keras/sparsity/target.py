@@ -27,10 +27,9 @@ target) or hidden units per recurrent layer (`units`), as counted by
 import keras
 import numpy as np
 
-from iss_keras.enforcement import ComponentEnforcer, component_multipliers
 from iss_keras.groups import group_sq_norms, variables_by_path
-from iss_keras.penalties import iss_regularizers
 from iss_keras.report import sparsity_report
+from iss_keras.sparsity.iss import ComponentEnforcer, component_multipliers, iss_regularizers
 
 
 def zero_components(family, units, variables):

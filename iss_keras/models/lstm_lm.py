@@ -10,31 +10,16 @@ names so weights move between them with `set_weights`:
   explicit input and output, which is what servers and devices run (one token
   at a time with carried state) and what is exported.
 
-Strengths passed here are per token (Keras averages the loss over batch and
-time); `iss_keras.training` converts the original repository's units.
+Sparsity comes in as one `sparsity=` object (`iss_keras.sparsity`), asked for
+each weight's regularizer and constraint; its strengths are per token (Keras
+averages the loss over batch and time; `iss_keras.sparsity.from_options`
+converts the original repository's units).
 """
 
 import keras
 import numpy as np
 
-from iss_keras.enforcement import ZeroOut
-from iss_keras.penalties import L1, ISSRegularizer
-
-
-def _elementwise(l1, l2):
-    """L1 `l1 * sum|w|` and weight decay `l2 * sum w^2 / 2`.
-
-    The weight decay is TF1's `l2 * tf.nn.l2_loss(w)` (which halves), as both
-    originals use it (rhns/rhn.py:136-137; ptb's l2_regularizer); Keras's
-    `L2(c)` is `c * sum w^2`, hence `L2(l2 / 2)`.
-    """
-    if l1 and l2:
-        return keras.regularizers.L1L2(l1=l1, l2=l2 / 2.0)
-    if l1:
-        return L1(l1)
-    if l2:
-        return keras.regularizers.L2(l2 / 2.0)
-    return None
+from iss_keras.sparsity.base import as_sparsity
 
 
 def _check_sizes(vocab_size, hidden_sizes):
@@ -49,8 +34,7 @@ def _check_sizes(vocab_size, hidden_sizes):
 
 def lstm_language_model(vocab_size, hidden_sizes, embedding_size=None, dropout=0.0,
                         init_scale=0.05, batch_size=None, steps=None, stateful=False,
-                        streaming=False, iss_strength=0.0, proximal=False, l1_strength=0.0,
-                        weight_decay=0.0, zero_threshold=None, seed=None, name="lstm_lm"):
+                        streaming=False, sparsity=None, seed=None, name="lstm_lm"):
     """Embedding -> stacked LSTMs -> Dense softmax logits.
 
     Args:
@@ -66,14 +50,11 @@ def lstm_language_model(vocab_size, hidden_sizes, embedding_size=None, dropout=0
         steps: fixed number of unrolled steps (None: any length).
         stateful: carry the LSTM state across batches.
         streaming: states as explicit inputs `h{i}, c{i}` and outputs.
-        iss_strength: ISS group Lasso coefficient per token (0: off).
-        proximal: ISS applied by proximal steps (`ComponentEnforcer(mode="proximal")`).
-        l1_strength: L1 coefficient per token on every weight but the embedding.
-        weight_decay: weight decay per token on the same weights, as TF1's
-            `weight_decay * l2_loss(w)` = `weight_decay * sum(w^2) / 2`.
-        zero_threshold: every weight (embedding, kernels, biases, softmax)
-            below this magnitude is set to 0 after every step (`ZeroOut`), as
-            the original does in sparsity runs; None: off.
+        sparsity: a `SparsityMethod` (e.g. `iss_keras.sparsity.Sparsity([ISS(...),
+            WeightZeroing(1e-4)])`) or None. Every weight gets its constraint
+            (per-weight zeroing, embedding included); every weight but the
+            embedding gets its regularizer, as the original applies L1 / L2 to
+            `tf.trainable_variables()[1:]` (ptb_word_lm.py:341).
         seed: initializer seed.
         name: model name.
 
@@ -84,7 +65,8 @@ def lstm_language_model(vocab_size, hidden_sizes, embedding_size=None, dropout=0
     Example:
 
     >>> model = lstm_language_model(10000, [650, 650], dropout=0.5, batch_size=20,
-    ...                             steps=35, stateful=True, iss_strength=0.002 / 35)
+    ...                             steps=35, stateful=True,
+    ...                             sparsity=iss_keras.sparsity.ISS(0.002 / 35))
     """
     sizes = _check_sizes(vocab_size, hidden_sizes)
     if stateful and streaming:
@@ -99,25 +81,25 @@ def lstm_language_model(vocab_size, hidden_sizes, embedding_size=None, dropout=0
     def init():
         return keras.initializers.RandomUniform(-init_scale, init_scale, seed=next(seeds))
 
-    elementwise = _elementwise(l1_strength, weight_decay)
-    constraint = ZeroOut(zero_threshold) if zero_threshold else None
+    sparsity = as_sparsity(sparsity)
+    reg, constraint = sparsity.regularizer, sparsity.constraint
 
     tokens = keras.Input((steps,), batch_size=batch_size, dtype="int32", name="tokens")
     inputs, new_states = [tokens], []
     x = keras.layers.Embedding(vocab_size, embedding_size or sizes[0], embeddings_initializer=init(),
-                               embeddings_constraint=constraint, name="embedding")(tokens)
+                               embeddings_constraint=constraint("embeddings"),
+                               name="embedding")(tokens)
     for i, units in enumerate(sizes):
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
-        recurrent_reg = (ISSRegularizer(iss_strength, proximal=proximal, elementwise=elementwise)
-                         if iss_strength else elementwise)
         lstm = keras.layers.LSTM(
             units, return_sequences=True, return_state=streaming, stateful=stateful,
             unit_forget_bias=False,  # the original's forget_bias=0.0
             kernel_initializer=init(), recurrent_initializer=init(), bias_initializer="zeros",
-            kernel_regularizer=elementwise, recurrent_regularizer=recurrent_reg,
-            bias_regularizer=elementwise, kernel_constraint=constraint,
-            recurrent_constraint=constraint, bias_constraint=constraint, name=f"lstm_{i}")
+            kernel_regularizer=reg("kernel"), recurrent_regularizer=reg("recurrent_kernel"),
+            bias_regularizer=reg("bias"), kernel_constraint=constraint("kernel"),
+            recurrent_constraint=constraint("recurrent_kernel"),
+            bias_constraint=constraint("bias"), name=f"lstm_{i}")
         if streaming:
             state = [keras.Input((units,), batch_size=batch_size, name=f"h{i}"),
                      keras.Input((units,), batch_size=batch_size, name=f"c{i}")]
@@ -129,9 +111,9 @@ def lstm_language_model(vocab_size, hidden_sizes, embedding_size=None, dropout=0
     if dropout:
         x = keras.layers.Dropout(dropout, name=f"dropout_{len(sizes)}")(x)
     logits = keras.layers.Dense(vocab_size, kernel_initializer=init(), bias_initializer=init(),
-                                kernel_regularizer=elementwise, bias_regularizer=elementwise,
-                                kernel_constraint=constraint, bias_constraint=constraint,
-                                name="softmax")(x)
+                                kernel_regularizer=reg("kernel"), bias_regularizer=reg("bias"),
+                                kernel_constraint=constraint("kernel"),
+                                bias_constraint=constraint("bias"), name="softmax")(x)
     outputs = [logits] + new_states if streaming else logits
     return keras.Model(inputs if streaming else tokens, outputs, name=name)
 

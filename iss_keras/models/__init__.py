@@ -1,0 +1,7 @@
+"""Model builders of the paper's experiments, kept out of the library's core.
+
+* `lstm_lm`: the Zaremba et al. word-level LSTM language model (ptb/);
+* `rhn`: Recurrent Highway Networks, `RHNCell` and its language model (rhns/).
+
+Each takes one `sparsity=` object (see `iss_keras.sparsity`).
+"""

@@ -1,0 +1,85 @@
+"""Sparsity methods: one module per method behind one interface (`base.SparsityMethod`).
+
+* `elementwise`: L1, weight decay, and the original's zeroing of small weights;
+* `iss`: ISS (group Lasso on whole hidden units), with `target` for ours
+  target-size mode;
+* `row_column`: the original's row / column group Lasso regularizers.
+
+A trainer builds the run's methods from their options with `from_options`;
+each method's options are a dataclass (`Method.Options`) from which the
+trainers' flags are generated. A new method is a new module plus one line in
+`METHODS`.
+"""
+
+import dataclasses
+
+from iss_keras.sparsity.base import (NO_SPARSITY, Sparsity, SparsityMethod, as_sparsity,
+                                     merge_regularizers)
+from iss_keras.sparsity.elementwise import (L1, L1Sparsity, WeightDecay, WeightZeroing, ZeroOut)
+from iss_keras.sparsity.iss import ISS, ComponentEnforcer, ISSRegularizer, couple
+from iss_keras.sparsity.row_column import ColumnGroupLasso, RowGroupLasso
+
+# In the order they are built from options: a later method sees the earlier
+# ones (ISS's freeze applies when L1 is on; zeroing only in sparsity runs).
+METHODS = (WeightDecay, L1Sparsity, ISS, WeightZeroing)
+
+
+@dataclasses.dataclass
+class OptionContext:
+    """What options in the original's units need to become Keras's.
+
+    Attributes:
+        loss_scale: the original's training loss / Keras's mean loss (a
+            language model summing over `steps` unrolled steps: `steps`).
+            Strengths are divided by it.
+        epochs: the run's epochs (for options given in epochs).
+    """
+
+    loss_scale: float = 1.0
+    epochs: int = 0
+
+
+def option_classes():
+    """The options dataclass of every registered method (for the trainers' flags)."""
+    return tuple(m.Options for m in METHODS)
+
+
+def method_class(name):
+    """The registered method class called `name`."""
+    for method in METHODS:
+        if method.name == name:
+            return method
+    raise ValueError(f"Unknown sparsity method {name!r}; known: {[m.name for m in METHODS]}.")
+
+
+def from_options(options, context=None):
+    """The `Sparsity` a run's options ask for (methods left out when their options are off).
+
+    Args:
+        options: instances of the methods' `Options` dataclasses (missing ones
+            take their defaults).
+        context: an `OptionContext` (default: no rescaling).
+
+    Example:
+
+    >>> from_options([ISSOptions(iss_strength=0.004), WeightZeroingOptions()],
+    ...              OptionContext(loss_scale=20, epochs=13))
+    Sparsity([WeightDecay..., ISS(strength=0.0002, ...), WeightZeroing(threshold=0.0001)])
+    """
+    context = context or OptionContext()
+    given = {type(o): o for o in options}
+    unknown = set(given) - set(option_classes())
+    if unknown:
+        raise TypeError(f"Not options of a registered sparsity method: {sorted(map(str, unknown))}")
+    chosen = []
+    for method in METHODS:
+        made = method.from_options(given.get(method.Options) or method.Options(), context, chosen)
+        if made is not None:
+            chosen.append(made)
+    return Sparsity(chosen)
+
+
+__all__ = ["ColumnGroupLasso", "ComponentEnforcer", "ISS", "ISSRegularizer", "L1", "L1Sparsity",
+           "METHODS", "NO_SPARSITY", "OptionContext", "RowGroupLasso", "Sparsity",
+           "SparsityMethod", "WeightDecay", "WeightZeroing", "ZeroOut", "as_sparsity", "couple",
+           "from_options", "merge_regularizers", "method_class", "option_classes"]

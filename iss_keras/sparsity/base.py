@@ -1,0 +1,253 @@
+"""What a sparsity method is to the rest of the package: one small interface.
+
+A method (ISS, element-wise L1, weight zeroing, and later gate/neuron
+sparsification or sparse evolutionary training) is an object that answers six
+questions, each with a harmless default:
+
+1. **What it adds to a layer**: `regularizer(slot)` and `constraint(slot)`,
+   asked by a model builder for each weight it creates. Slots name the
+   weight's role: `"embeddings"`, `"kernel"`, `"recurrent_kernel"`, `"bias"`.
+   A new object is returned per call (an `ISSRegularizer` belongs to one layer).
+2. **How it binds to a built model**: `bind(model, groups)`, once the model
+   exists (ISS couples its regularizers to the unit groups here).
+3. **Its callbacks**: `callbacks(run)`, per-step work during `fit`
+   (enforcement, size control, topology changes).
+4. **Its state in checkpoints**: `get_state()` / `set_state(state)`
+   (JSON-ready); `epoch_summary()` is what it adds to each epoch's log row.
+5. **Its final clean-up**: `finalize(model)`, before the model is tested and
+   rebuilt (for example: noise off, masks applied).
+6. **Its compression**: `compress(model, groups)` -> `(smaller model, plan)`,
+   verified equal to `model`. The default is `iss_keras.shrink`: remove the
+   hidden units whose outgoing weights are all zero (identity when none are).
+
+Plus `get_config()` (JSON-ready; `from_config` rebuilds it), `name` (the
+registry key) and `sparsifies` (whether it makes a "sparsity run", in which the
+original zeroes small weights after every step).
+
+`Sparsity` combines several methods into one object with the same interface;
+model builders take one `sparsity=` argument, a `Sparsity` (or one method).
+"""
+
+import keras
+
+
+class SparsityMethod:
+    """Base class: a method that adds nothing (see the module docstring for the interface).
+
+    Example (a method that keeps every kernel non-negative):
+
+    >>> class NonNegative(SparsityMethod):
+    ...     name = "non_negative"
+    ...     def constraint(self, slot):
+    ...         return keras.constraints.NonNeg() if slot == "kernel" else None
+    """
+
+    name = "none"
+    sparsifies = False
+
+    # 1. what it adds to a layer
+    def regularizer(self, slot):
+        return None
+
+    def constraint(self, slot):
+        return None
+
+    # 2. binding
+    def bind(self, model, groups):
+        return None
+
+    # 3. callbacks
+    def callbacks(self, run):
+        return []
+
+    # 4. state
+    def get_state(self):
+        return {}
+
+    def set_state(self, state):
+        if state:
+            raise ValueError(f"Sparsity method {self.name!r} keeps no state; a checkpoint "
+                             f"holds some for it: {state!r}.")
+
+    def epoch_summary(self):
+        return {}
+
+    # 5. clean-up, 6. compression
+    def finalize(self, model):
+        return model
+
+    def compress(self, model, groups=None):
+        from iss_keras.rebuild import shrink
+
+        return shrink(model, groups)
+
+    compresses = False  # True where `compress` is the method's own, not the default shrink
+
+    def result_fields(self, history):
+        """What the method adds to results.json (e.g. the size a target run reached)."""
+        return {}
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+NO_SPARSITY = SparsityMethod()
+
+
+def merge_regularizers(first, second):
+    """One regularizer computing both (Keras gives each weight one slot).
+
+    A coupled regularizer with an `elementwise` slot (`ISSRegularizer`) takes
+    the other one there; two element-wise L1/L2 regularizers become one
+    `L1L2`. Anything else raises: say how the two should combine.
+    """
+    if first is None or second is None:
+        return first if second is None else second
+    for coupled, other in ((first, second), (second, first)):
+        if hasattr(coupled, "elementwise"):
+            if hasattr(other, "elementwise"):
+                raise ValueError(f"Two coupled regularizers on one weight: {first!r} and "
+                                 f"{second!r}. Use one structured method per layer.")
+            coupled.elementwise = merge_regularizers(coupled.elementwise, other)
+            return coupled
+    l1, l2 = 0.0, 0.0
+    for reg in (first, second):
+        if not isinstance(reg, (keras.regularizers.L1, keras.regularizers.L2,
+                                keras.regularizers.L1L2)):
+            raise ValueError(f"Cannot combine regularizers {first!r} and {second!r} on one "
+                             "weight: only L1/L2 and coupled (ISS) regularizers combine.")
+        config = reg.get_config()
+        l1 += float(config.get("l1", 0.0))
+        l2 += float(config.get("l2", 0.0))
+    return keras.regularizers.L1L2(l1=l1, l2=l2)
+
+
+class Sparsity(SparsityMethod):
+    """Several methods acting together, with the interface of one.
+
+    Args:
+        methods: `SparsityMethod`s (e.g. `[ISS(...), WeightZeroing(1e-4)]`).
+
+    Example:
+
+    >>> sparsity = Sparsity([ISS(0.004 / 20), WeightZeroing(1e-4)])
+    >>> model = lstm_language_model(10000, [200, 200], sparsity=sparsity)
+    """
+
+    name = "combined"
+
+    def __init__(self, methods=()):
+        self.methods = [m for m in methods if m is not None]
+        names = [m.name for m in self.methods]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Each sparsity method may appear once. Received: {names}")
+        own = [m.name for m in self.methods if m.compresses]
+        if len(own) > 1:
+            raise ValueError(f"Methods {own} each rebuild the model their own way; combine at "
+                             "most one of them.")
+
+    @property
+    def sparsifies(self):
+        return any(m.sparsifies for m in self.methods)
+
+    def find(self, name):
+        """The member method called `name`, or None."""
+        return next((m for m in self.methods if m.name == name), None)
+
+    def regularizer(self, slot):
+        merged = None
+        for method in self.methods:
+            merged = merge_regularizers(merged, method.regularizer(slot))
+        return merged
+
+    def constraint(self, slot):
+        found = [c for c in (m.constraint(slot) for m in self.methods) if c is not None]
+        if len(found) > 1:
+            raise ValueError(f"Several constraints for the {slot!r} weights: {found}; Keras "
+                             "applies one per weight.")
+        return found[0] if found else None
+
+    def bind(self, model, groups):
+        for method in self.methods:
+            method.bind(model, groups)
+
+    def callbacks(self, run):
+        return [cb for method in self.methods for cb in method.callbacks(run)]
+
+    def get_state(self):
+        return {m.name: s for m in self.methods for s in [m.get_state()] if s}
+
+    def set_state(self, state):
+        state = dict(state or {})
+        for method in self.methods:
+            method.set_state(state.pop(method.name, {}))
+        if state:
+            raise ValueError(f"The checkpoint holds state for sparsity methods {sorted(state)} "
+                             f"that this run does not use ({[m.name for m in self.methods]}). "
+                             "Use the flags the checkpoint was trained with (flags.txt).")
+
+    def epoch_summary(self):
+        out = {}
+        for method in self.methods:
+            out.update(method.epoch_summary())
+        return out
+
+    def finalize(self, model):
+        for method in self.methods:
+            model = method.finalize(model)
+        return model
+
+    @property
+    def compresses(self):
+        return any(m.compresses for m in self.methods)
+
+    def compress(self, model, groups=None):
+        own = [m for m in self.methods if m.compresses]
+        return (own[0] if own else super()).compress(model, groups)
+
+    def result_fields(self, history):
+        out = {}
+        for method in self.methods:
+            out.update(method.result_fields(history))
+        return out
+
+    def get_config(self):
+        return {"methods": [{"name": m.name, "config": m.get_config()} for m in self.methods]}
+
+    @classmethod
+    def from_config(cls, config):
+        from iss_keras.sparsity import method_class
+
+        return cls([method_class(m["name"]).from_config(m["config"]) for m in config["methods"]])
+
+    def __repr__(self):
+        return f"Sparsity({self.methods!r})"
+
+
+def as_sparsity(sparsity):
+    """`sparsity` as a method object: None means no sparsity."""
+    if sparsity is None:
+        return NO_SPARSITY
+    if not isinstance(sparsity, SparsityMethod):
+        raise TypeError(f"sparsity must be a SparsityMethod (e.g. iss_keras.sparsity.ISS(...)) "
+                        f"or None. Received: {sparsity!r}")
+    return sparsity
+
+
+def check_strength(strength, name="strength"):
+    """`strength` as a float >= 0, or ValueError quoting it."""
+    try:
+        value = float(strength)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number >= 0. Received: {name}={strength!r}") from None
+    if not 0.0 <= value < float("inf"):
+        raise ValueError(f"{name} must be a number >= 0. Received: {name}={strength}")
+    return value

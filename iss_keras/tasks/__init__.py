@@ -1,0 +1,9 @@
+"""Tasks: what is trained on which data, and how it is evaluated (see `base.Task`).
+
+* `language_model`: next-word prediction with carried state (ptb/, rhns/).
+"""
+
+from iss_keras.tasks.base import Task
+from iss_keras.tasks.language_model import LanguageModelConfig, LanguageModelTask
+
+__all__ = ["LanguageModelConfig", "LanguageModelTask", "Task"]

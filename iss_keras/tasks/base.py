@@ -1,0 +1,67 @@
+"""What a task is to the training loop: data, model shapes, evaluation.
+
+`iss_keras.training.train_and_evaluate(task, sparsity, config, workdir)`
+knows nothing of language models or question answering; it asks the task:
+
+* `build(mode, sparsity=None)`: a model for `mode` (`"train"`: with the
+  sparsity methods' regularizers and constraints and dropout on; `"eval"`:
+  the validation copy; `"test"`: the copy the final test and the rebuild run
+  on; `"serve"`: the shape that is exported and timed). All four share layer
+  names, so weights move between them with `set_weights`.
+* `loss()`, `metrics()`: for `compile`.
+* `fit_data()`: keyword arguments for `model.fit` (x, y, batch_size, shuffle).
+* `callbacks()`: what the task needs during `fit` (e.g. reset carried state).
+* `evaluate(model)`: validation metrics after each epoch, a dict; `monitor`
+  names the one that picks the best epoch, `monitor_mode` `"min"` or `"max"`.
+* `epoch_summary(logs, seconds)`: the epoch's training numbers in the task's
+  terms (e.g. train perplexity, tokens per second).
+* `test(model)`: final test metrics of a `"test"` model (dict); the rebuilt
+  model must reproduce them.
+* `serving_inputs(model, batch_size)`: one input batch of a `"serve"` model,
+  for timing; `serving_output_names(model)`; `tflite_shape`: the static
+  shape exported to TFLite (keyword arguments of `export_tflite`).
+* `plot_metrics`, `plot_log_scale`: which epoch-row keys the progress plot draws.
+* `loss_scale`: the original's training loss / Keras's mean loss (see
+  `iss_keras.training.config`).
+"""
+
+
+class Task:
+    """Base class with the defaults; see the module docstring for the interface."""
+
+    loss_scale = 1.0
+    monitor = None
+    monitor_mode = "min"
+    tflite_shape = {"batch_size": 1}
+    plot_metrics = ()       # history keys drawn per epoch beside the units
+    plot_log_scale = False
+
+    def build(self, mode, sparsity=None):
+        raise NotImplementedError
+
+    def loss(self):
+        raise NotImplementedError
+
+    def metrics(self):
+        return []
+
+    def fit_data(self):
+        raise NotImplementedError
+
+    def callbacks(self):
+        return []
+
+    def evaluate(self, model):
+        return {}
+
+    def epoch_summary(self, logs, seconds):
+        return {}
+
+    def test(self, model):
+        raise NotImplementedError
+
+    def serving_inputs(self, model, batch_size=1):
+        raise NotImplementedError
+
+    def serving_output_names(self, model):
+        return None

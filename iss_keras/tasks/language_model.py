@@ -1,0 +1,264 @@
+"""Word-level language modelling on a token stream, as the originals train it (ptb/, rhns/).
+
+Truncated back-propagation through time with the state carried across the
+consecutive batches of an epoch (the original reader's layout), perplexity on
+the validation stream after every epoch, and the final test over every test
+token at batch 1 (ptb_word_lm.py:700-701). The model is any builder of the
+four shapes (see `LanguageModelTask`); `iss_keras.models` has the LSTM and
+RHN ones.
+"""
+
+import dataclasses
+import functools
+
+import keras
+import numpy as np
+
+from iss_keras.datasets import download_ptb, load_ptb
+from iss_keras.keras_internals import reset_states
+from iss_keras.options import check_at_least, option
+from iss_keras.tasks.base import Task
+
+
+@dataclasses.dataclass
+class LanguageModelConfig:
+    """The data and its layout (the original's reader and batch shapes)."""
+
+    data_dir: str = option(None, "Directory with ptb.train.txt, ptb.valid.txt, ptb.test.txt.")
+    download: bool = option(False, "Download simple-examples.tgz if --data_dir lacks the files "
+                            "(needs internet).")
+    vocab_size: int = option(0, "0: the whole training vocabulary with the original reader's "
+                             "ids (PTB: 10,000 words, none merged). N < 10,000: the N-1 most "
+                             "frequent words keep their ids and every other word maps to one "
+                             "OOV id (not a paper recipe).")
+    steps: int = option(20, "Unrolled time steps (truncated BPTT length); the original sums the "
+                        "loss over them, so it is the loss scale of the original's units.")
+    batch_size: int = option(20, "Training (and validation) batch size.")
+    test_batch_size: int = option(1, "Test batch size (1 as the original: every test token is "
+                                  "scored).")
+    train_tokens: int = option(0, "Use only the first N training tokens (0: all).")
+
+    def __post_init__(self):
+        check_at_least(self, 1, "steps", "batch_size", "test_batch_size")
+        check_at_least(self, 0, "vocab_size", "train_tokens")
+
+
+def read_ptb(config):
+    """`(splits, vocabulary)` of the PTB files `config` names (downloading only if asked)."""
+    if not config.data_dir:
+        raise FileNotFoundError("--data_dir is required: the directory holding ptb.train.txt, "
+                                "ptb.valid.txt and ptb.test.txt (add --download to fetch them).")
+    try:
+        return load_ptb(config.data_dir, config.vocab_size)
+    except FileNotFoundError as e:
+        if not config.download:
+            raise FileNotFoundError(f"{e} Or add --download to fetch them.") from e
+    return load_ptb(download_ptb(), config.vocab_size)
+
+
+def ptb_task(build_model):
+    """A trainer's `make_task(options)` for PTB: read the files, make a `LanguageModelTask`.
+
+    Args:
+        build_model: `build_model(options, *, vocab_size, batch_size, steps, stateful,
+            streaming, training, sparsity)` -> keras.Model, where `options` maps each
+            option dataclass of the trainer to its value.
+    """
+
+    def make_task(options):
+        config = options[LanguageModelConfig]
+        splits, vocabulary = read_ptb(config)
+        build = functools.partial(build_model, options, vocab_size=len(vocabulary))
+        return LanguageModelTask(build, splits, config)
+
+    return make_task
+
+
+def stream_batches(ids, batch_size, steps):
+    """Lay a token stream out for truncated BPTT with carried state, as `ptb_producer`.
+
+    The stream is cut into `batch_size` rows of `len // batch_size` tokens;
+    batch i holds columns `[i*steps, (i+1)*steps)` of every row and its
+    targets the columns one further, so row b of batch i continues row b of
+    batch i-1. There are `(row_len - 1) // steps` batches, exactly the
+    original reader's (reader.py `ptb_producer`, ptb_word_lm.py:260). Returns
+    `(x, y)` of shape `(num_batches * batch_size, steps)` in that order, for
+    `fit(shuffle=False)`.
+    """
+    ids = np.asarray(ids, dtype=np.int32)
+    row_len = len(ids) // batch_size
+    num_batches = (row_len - 1) // steps
+    if num_batches < 1:
+        raise ValueError(f"{len(ids)} tokens are too few for batch_size={batch_size} and "
+                         f"steps={steps}: need more than {batch_size * (steps + 1)}.")
+    rows = ids[:batch_size * row_len].reshape(batch_size, row_len)
+
+    def lay_out(a):
+        a = a[:, :num_batches * steps].reshape(batch_size, num_batches, steps)
+        return a.transpose(1, 0, 2).reshape(num_batches * batch_size, steps)
+
+    return lay_out(rows[:, :-1]), lay_out(rows[:, 1:])
+
+
+def compile_for_evaluation(model):
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def perplexity(model, ids, batch_size, steps):
+    """exp(mean cross-entropy) of a stateful model over a token stream laid out
+    by `stream_batches` (the tokens past the last whole batch are not scored)."""
+    x, y = stream_batches(ids, batch_size, steps)
+    reset_states(model)
+    loss = model.evaluate(x, y, batch_size=batch_size, verbose=0)
+    reset_states(model)
+    return float(np.exp(loss))
+
+
+def every_token_perplexity(model, ids, steps):
+    """exp(mean cross-entropy) over every token of a stream, as the original's test.
+
+    The original tests at batch 1 x 1 step (ptb_word_lm.py:700-701), scoring
+    all `len(ids) - 1` next-token predictions. With the state carried, feeding
+    `steps` tokens at a time computes the same numbers faster; the last
+    `(len(ids) - 1) % steps` tokens go in one shorter call. `model` must be
+    stateful with batch size 1 and any sequence length (built with `steps=None`).
+    """
+    ids = np.asarray(ids, dtype=np.int32)
+    total = len(ids) - 1
+    if total < 1:
+        raise ValueError(f"Need at least 2 tokens to score; received {len(ids)}.")
+    whole = total // steps * steps
+    reset_states(model)
+    loss_sum = 0.0
+    if whole:
+        x = ids[:whole].reshape(-1, steps)
+        y = ids[1:whole + 1].reshape(-1, steps)
+        loss_sum += model.evaluate(x, y, batch_size=1, verbose=0) * whole
+    if total > whole:
+        x, y = ids[whole:total][None], ids[whole + 1:total + 1][None]
+        loss_sum += float(model.test_on_batch(x, y)) * (total - whole)
+    reset_states(model)
+    return float(np.exp(loss_sum / total))
+
+
+def zero_states(model, batch_size):
+    """Initial state arrays for a streaming model: `[h0, c0, h1, c1, ...]` of zeros."""
+    return [np.zeros((batch_size,) + tuple(t.shape[1:]), "float32") for t in model.inputs[1:]]
+
+
+def streaming_output_names(model):
+    """Serving names of a streaming model's outputs: `logits`, then the new
+    states named as the state inputs they feed back into (`h0`, `c0`, ...)."""
+    return ["logits"] + [t.name for t in model.inputs[1:]]
+
+
+class ResetStatesEachEpoch(keras.callbacks.Callback):
+    """Each epoch starts from a zero state (the original's `initial_state` per epoch)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        reset_states(self.model)
+
+
+class LanguageModelTask(Task):
+    """Next-word prediction on token streams with carried state.
+
+    Args:
+        build_model: `build_model(*, batch_size, steps, stateful, streaming,
+            training, sparsity)` -> keras.Model. `training` is True only for
+            the training model (dropout on); `sparsity` is given only then.
+            Streaming models take `[tokens, *states]` and return
+            `[logits, *new_states]`.
+        data: dict with `"train"`, `"valid"`, `"test"` int token streams.
+        config: a `LanguageModelConfig`.
+
+    Example:
+
+    >>> task = LanguageModelTask(build, splits, LanguageModelConfig(steps=35))
+    >>> train_and_evaluate(task, sparsity, TrainConfig(epochs=39), "runs/medium")
+    """
+
+    monitor = "valid_perplexity"
+    monitor_mode = "min"
+    tflite_shape = {"batch_size": 1, "steps": 1}
+    plot_metrics = ("train_perplexity", "valid_perplexity")
+    plot_log_scale = True
+
+    def __init__(self, build_model, data, config=None):
+        self.build_model = build_model
+        self.config = config or LanguageModelConfig()
+        self.data = dict(data)
+        if self.config.train_tokens:
+            self.data["train"] = self.data["train"][:self.config.train_tokens]
+        self._evaluators = {}
+
+    @property
+    def loss_scale(self):
+        return float(self.config.steps)
+
+    @property
+    def every_token_test(self):
+        return self.config.test_batch_size == 1
+
+    def _shape(self, mode):
+        c = self.config
+        return {"train": (c.batch_size, c.steps), "eval": (c.batch_size, c.steps),
+                "test": (c.test_batch_size, None if self.every_token_test else c.steps),
+                "serve": (None, None)}[mode]
+
+    def build(self, mode, sparsity=None):
+        if mode not in ("train", "eval", "test", "serve"):
+            raise ValueError(f"mode must be train, eval, test or serve. Received: mode={mode!r}")
+        batch_size, steps = self._shape(mode)
+        model = self.build_model(batch_size=batch_size, steps=steps, stateful=mode != "serve",
+                                 streaming=mode == "serve", training=mode == "train",
+                                 sparsity=sparsity if mode == "train" else None)
+        return compile_for_evaluation(model) if mode in ("eval", "test") else model
+
+    def copy_for(self, mode, model):
+        """A `mode` copy of `model` with its weights (built once per mode, then refilled)."""
+        if mode not in self._evaluators:
+            self._evaluators[mode] = self.build(mode)
+        copy = self._evaluators[mode]
+        copy.set_weights(model.get_weights())
+        return copy
+
+    def loss(self):
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def metrics(self):
+        return [keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="xent")]
+
+    def fit_data(self):
+        x, y = stream_batches(self.data["train"], self.config.batch_size, self.config.steps)
+        return {"x": x, "y": y, "batch_size": self.config.batch_size, "shuffle": False}
+
+    def callbacks(self):
+        return [ResetStatesEachEpoch()]
+
+    def evaluate(self, model):
+        c = self.config
+        valid = perplexity(self.copy_for("eval", model), self.data["valid"], c.batch_size,
+                           c.steps)
+        return {"valid_perplexity": valid}
+
+    def epoch_summary(self, logs, seconds):
+        return {"train_perplexity": float(np.exp(logs["xent"])),
+                "train_loss_with_penalty": float(logs["loss"]),
+                "tokens_per_second": round(len(self.data["train"]) / max(seconds, 1e-9), 1)}
+
+    def test(self, model):
+        """Test perplexity of a `"test"` model (the original's: every token at batch 1)."""
+        c = self.config
+        if not getattr(model, "compiled", False):
+            compile_for_evaluation(model)
+        if self.every_token_test:
+            return {"test_perplexity": every_token_perplexity(model, self.data["test"], c.steps)}
+        return {"test_perplexity": perplexity(model, self.data["test"], c.test_batch_size,
+                                              c.steps)}
+
+    def serving_inputs(self, model, batch_size=1):
+        return [np.zeros((batch_size, 1), "int32")] + zero_states(model, batch_size)
+
+    def serving_output_names(self, model):
+        return streaming_output_names(model)

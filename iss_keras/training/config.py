@@ -1,0 +1,98 @@
+"""The task-neutral training options: optimizer, schedule, clipping, epochs, what is tested.
+
+Units. The originals' losses are sums (a language model sums the
+cross-entropy over the unrolled steps and averages over the batch); Keras
+averages. A task states the ratio as its `loss_scale` (the language model:
+`steps`). The options here and the sparsity methods' strengths are in the
+original's units, and are converted in one place each: `keras_learning_rate`
+and `keras_clipnorm` below, and `iss_keras.sparsity.from_options`.
+With plain SGD, learning rate `lr * scale`, clip norm `clip / scale` and
+strengths `lambda / scale` on the mean loss give the original's updates
+exactly; Adam is invariant to the loss scale, so its learning rate is not
+rescaled.
+"""
+
+import dataclasses
+
+from iss_keras.options import check_at_least, check_positive, option
+
+SCHEDULES = ("zaremba", "step", "constant")
+TEST_CHECKPOINTS = ("last", "best_valid")
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """How to train, whatever the task (defaults: Zaremba et al.'s small config)."""
+
+    epochs: int = option(13, "Total epochs (the original's max_max_epoch).")
+    optimizer: str = option("sgd", "sgd: plain SGD, as both originals; adam.", choices=OPTIMIZERS)
+    learning_rate: float = option(1.0, "Initial learning rate (original's units; with SGD it is "
+                                  "multiplied by the task's loss scale, e.g. the unrolled steps).")
+    lr_schedule: str = option("zaremba", "zaremba: decay every epoch after --max_epoch; step: "
+                              "decay every --lr_step_epochs (the ISS sparselarge schedule); "
+                              "constant.", choices=SCHEDULES)
+    lr_decay: float = option(0.5, "Learning-rate decay factor.")
+    max_epoch: int = option(4, "Epochs at the initial learning rate (zaremba schedule).")
+    lr_step_epochs: int = option(0, "Epochs per decay step (step schedule; 0: epochs // 3).")
+    max_grad_norm: float = option(5.0, "Global gradient-norm clip (original's units; divided by "
+                                  "the task's loss scale). 0: no clipping.")
+    seed: int = option(0, "Random seed (initializers, dropout).")
+    test_checkpoint: str = option(
+        "last", "Weights tested, rebuilt and exported: the last epoch's (the ptb original) or "
+        "the best validation epoch's (the rhns original), kept in best.npz.",
+        choices=TEST_CHECKPOINTS)
+
+    def __post_init__(self):
+        check_at_least(self, 1, "epochs")
+        check_positive(self, "learning_rate")
+        check_at_least(self, 0, "max_epoch", "lr_step_epochs", "max_grad_norm")
+        check_positive(self, "lr_decay")
+        for name, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", SCHEDULES),
+                              ("test_checkpoint", TEST_CHECKPOINTS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}. "
+                                 f"Received: {name}={getattr(self, name)!r}")
+
+    def learning_rate_at(self, epoch):
+        """Learning rate of 0-based `epoch` in the original's units, as the original computes it."""
+        if self.lr_schedule == "zaremba":
+            return self.learning_rate * self.lr_decay ** max(epoch + 1 - self.max_epoch, 0)
+        if self.lr_schedule == "step":
+            every = self.lr_step_epochs or max(1, self.epochs // 3)
+            return self.learning_rate * self.lr_decay ** (epoch // every)
+        return self.learning_rate
+
+    def keras_learning_rate(self, epoch, loss_scale):
+        """The learning rate for Keras's mean loss (SGD: times the loss scale)."""
+        return self.learning_rate_at(epoch) * (loss_scale if self.optimizer == "sgd" else 1.0)
+
+    def keras_clipnorm(self, loss_scale):
+        """The global clip norm for Keras's mean loss (None: no clipping)."""
+        return self.max_grad_norm / loss_scale if self.max_grad_norm else None
+
+    def make_optimizer(self, loss_scale):
+        import keras
+
+        cls = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}[self.optimizer]
+        return cls(self.keras_learning_rate(0, loss_scale),
+                   global_clipnorm=self.keras_clipnorm(loss_scale))
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """Where a run writes, what it starts from, and what it does at the end."""
+
+    workdir: str = option(None, "Checkpoints, logs, exports and results.json go here; "
+                          "re-running the same command resumes from its checkpoint.")
+    restore_from: str = option(None, "Workdir or checkpoint to start from (fine-tuning).")
+    export: bool = option(True, "Export the rebuilt model at the end (SavedModel, TFLite).")
+    quantize: tuple = option((), "Extra TFLite exports: int8, float16.",
+                             choices=("int8", "float16"), element=str)
+    verbose: int = option(1, "1: Keras progress bar, 2: one line per epoch, 0: quiet.")
+
+    def __post_init__(self):
+        self.quantize = tuple(self.quantize)
+        bad = sorted(set(self.quantize) - {"int8", "float16"})
+        if bad:
+            raise ValueError(f"quantize takes int8 and/or float16. Received: {bad}")
