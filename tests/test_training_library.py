@@ -158,20 +158,3 @@ def test_truncated_checkpoint_is_named_and_never_restarts_training(tmp_path):
     with pytest.raises(training.CorruptCheckpointError, match="cannot be read.*not restarted"):
         tiny_run(workdir, epochs=2).train()
     assert open(path, "rb").read() == data[:len(data) // 2]  # left for the user to inspect
-
-
-def test_run_files_honour_the_umask(tmp_path):
-    from iss_keras.files import atomic_path, write_text
-
-    old = os.umask(0o022)
-    try:
-        write_text(str(tmp_path / "results.json"), "{}")
-        with atomic_path(str(tmp_path / "export"), directory=True) as tmp:
-            open(os.path.join(tmp, "x"), "w").close()
-        os.umask(0o077)
-        write_text(str(tmp_path / "private.json"), "{}")
-    finally:
-        os.umask(old)
-    assert os.stat(tmp_path / "results.json").st_mode & 0o777 == 0o644
-    assert os.stat(tmp_path / "export").st_mode & 0o777 == 0o755
-    assert os.stat(tmp_path / "private.json").st_mode & 0o777 == 0o600
