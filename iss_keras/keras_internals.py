@@ -56,3 +56,43 @@ def outputs_from_zero_state(model, inputs):
 def tflite_op_names(interpreter):
     """Op names of a LiteRT interpreter (before delegation)."""
     return [d["op_name"] for d in interpreter._get_ops_details()]
+
+
+def replace_rnn_states(layer, make_variable):
+    """Give a built stateful RNN new state variables, `make_variable(old)` for each.
+
+    Keras creates them untracked (`_create_state_variables`); setting the
+    attribute through Keras's tracking would be refused on a built layer.
+    """
+    object.__setattr__(layer, "states", [make_variable(v) for v in layer.states])
+
+
+def clip_after_all_reduce(optimizer):
+    """`optimizer` (with `global_clipnorm`) clipping the gradient summed over replicas.
+
+    Under `tf.distribute`, Keras's `BaseOptimizer.apply` clips each replica's
+    gradient (`_clip_gradients`) before the TensorFlow update step sums them
+    over replicas, so with several replicas the clip acts on partial
+    gradients. The returned copy sums first, clips the global gradient, and
+    hands each replica its 1/N share, which the update step sums back to the
+    clipped global gradient: the step of one device with the same batch.
+    """
+    import tensorflow as tf
+
+    base = type(optimizer)
+
+    def _clip_gradients(self, grads):
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
+        if not self.global_clipnorm or replicas == 1:
+            return base._clip_gradients(self, grads)
+        dense = [tf.convert_to_tensor(g) if g is not None else None for g in grads]
+        present = [g for g in dense if g is not None]
+        total = iter(context.all_reduce(tf.distribute.ReduceOp.SUM, present))
+        summed = [next(total) if g is not None else None for g in dense]
+        clipped = base._clip_gradients(self, summed)
+        return [g / replicas if g is not None else None for g in clipped]
+
+    cls = type(f"GloballyClipped{base.__name__}", (base,), {"_clip_gradients": _clip_gradients})
+    return cls.from_config(optimizer.get_config())
+

@@ -1,4 +1,4 @@
-"""A quiet start: the backend's C++ start-up messages hidden.
+"""A quiet start: the backend's C++ start-up messages hidden, its devices set up first.
 
 On a CPU machine TensorFlow prints, among others, "failed call to cuInit:
 CUDA error" while it starts: it reads like a failure and is not one.
@@ -6,11 +6,55 @@ CUDA error" while it starts: it reads like a failure and is not one.
 user scripts start quietly when Keras was not imported before. A user who
 asks for TensorFlow's messages (TF_CPP_MIN_LOG_LEVEL=0 or 1) gets them
 untouched.
+
+What must happen before a backend runs its first operation happens here too:
+
+* `ISS_KERAS_CPU_DEVICES=N` splits the CPU into N virtual devices (JAX:
+  `--xla_force_host_platform_device_count=N`; TensorFlow: N logical CPU
+  devices), so data-parallel training can be tried and tested on one CPU.
+* With JAX and `KERAS_DISTRIBUTION_NUM_PROCESSES` above 1 (and the job
+  addresses and process id, see `keras.distribution.initialize`), the
+  processes of a multi-host run connect.
 """
 
 import contextlib
 import os
 import sys
+
+CPU_DEVICES_VARIABLE = "ISS_KERAS_CPU_DEVICES"
+
+
+def cpu_device_count(environ=None):
+    """The number of virtual CPU devices asked for with ISS_KERAS_CPU_DEVICES (0: none)."""
+    environ = os.environ if environ is None else environ
+    text = environ.get(CPU_DEVICES_VARIABLE, "").strip()
+    if not text:
+        return 0
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{CPU_DEVICES_VARIABLE} must be a positive integer (the number of "
+                         f"virtual CPU devices). Received: {text!r}")
+    return int(text)
+
+
+def _before_backend_import(count):
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    flags = os.environ.get("XLA_FLAGS", "")
+    if count > 1 and backend == "jax" and "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
+
+
+def _before_first_operation(keras, count):
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        cpus = tf.config.list_physical_devices("CPU")  # device discovery: where cuInit complains
+        if count > 1 and cpus:
+            tf.config.set_logical_device_configuration(
+                cpus[0], [tf.config.LogicalDeviceConfiguration()] * count)
+
+    elif backend == "jax" and int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1")) > 1:
+        keras.distribution.initialize()
 
 
 @contextlib.contextmanager
@@ -27,6 +71,13 @@ def _stderr_silenced():
         os.close(devnull)
 
 
+@contextlib.contextmanager
+def quietly():
+    """Hide C++ messages meanwhile (e.g. importing TensorFlow late), unless asked for."""
+    with contextlib.nullcontext() if user_wants_backend_logs() else _stderr_silenced():
+        yield
+
+
 def user_wants_backend_logs(environ=None):
     """Whether TF_CPP_MIN_LOG_LEVEL asks for TensorFlow's info messages (0 or 1)."""
     environ = os.environ if environ is None else environ
@@ -40,14 +91,14 @@ def start_backend_quietly():
     Returns True when the messages were hidden, False when the user asked for
     them (TF_CPP_MIN_LOG_LEVEL 0 or 1) or Keras had already started.
     """
-    if user_wants_backend_logs() or "keras" in sys.modules:
-        return False  # asked for, or too late to hide
-    with _stderr_silenced():
+    if "keras" in sys.modules:
+        return False  # too late to hide, or to set devices up
+    count = cpu_device_count()
+    quiet = not user_wants_backend_logs()
+    with _stderr_silenced() if quiet else contextlib.nullcontext():
+        _before_backend_import(count)
         import keras
 
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()  # device discovery is where cuInit complains
+        _before_first_operation(keras, count)
         keras.ops.convert_to_numpy(keras.ops.ones((1,)))
-    return True
+    return quiet

@@ -9,6 +9,14 @@ SHARED_DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."
 PTB_DIR = os.path.join(SHARED_DATA, "ptb")
 
 
+def shared_file(*parts):
+    """A path under ../shared/data, failing the test (not skipping it) when it is missing."""
+    path = os.path.join(SHARED_DATA, *parts)
+    if not os.path.exists(path):
+        pytest.fail(f"{path} not found; the tests expect ../shared/data beside the repo.")
+    return path
+
+
 def ptb_ids(split, vocab_size):
     """Token ids of a PTB split over the `vocab_size - 1` most frequent train words (+ id 0)."""
     from iss_keras.datasets import load_ptb

@@ -47,3 +47,21 @@ def test_train_overhead_quick_reports_ratios(tmp_path):
     result = run_benchmark("train_overhead", tmp_path)
     assert set(result["tokens_per_second"]) >= {"plain", "iss_penalty", "iss_full"}
     assert result["step_time_ratio_vs_plain"]["plain"] == 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_data_parallel_quick_measures_both_paths(tmp_path, backend):
+    if backend == "jax":
+        pytest.importorskip("jax")
+    out = tmp_path / "data_parallel.json"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": backend}
+    env.pop("ISS_KERAS_CPU_DEVICES", None)  # the script makes its virtual devices itself
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "data_parallel.py"),
+                           "--quick", f"--out={out}"], timeout=600, capture_output=True,
+                          text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["machine"]["devices"] == ["cpu:0", "cpu:1"]
+    assert set(result["tokens_per_second"]) == {"one_device", "data_parallel"}
+    assert result["data_parallel_step_time_vs_one_device"] > 0

@@ -1,5 +1,6 @@
 """[ours] Target-size mode: ask for a size, get it (within 2%), fine-tune at it."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -116,3 +117,24 @@ def test_controller_state_survives_a_json_round_trip(target):
     again = TargetSize(groups, reach_step=10, **target)
     again.load_state(json.loads(json.dumps(first.state())))
     assert again.state() == first.state()
+
+
+def test_near_the_goal_the_size_is_checked_every_step_with_the_starting_strength():
+    model = lstm_language_model(50, [6, 5], sparsity=ISS(1e-3, proximal=True))
+    model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(True))
+    model.optimizer.build(model.trainable_variables)
+    groups = iss_keras.couple(model)
+    # Dense is 1/1.05 of the way: already within the 10% approach band of the goal.
+    target = TargetSize(groups, reach_step=1000, macs_ratio=1.05, check_every=50)
+    target.set_model(model)
+    target.on_train_begin()
+    target.scale = {name: 8.0 for name in target.scale}
+    target.step = 49
+    checks = []
+    real_size = target._size
+    target._size = lambda: checks.append(target.step) or real_size()
+    target.on_train_batch_end(0)  # step 50: a regular check
+    assert target.near and all(s == 1.0 for s in target.scale.values())
+    assert [reg.strength for reg in target._regs.values()] == [1e-3, 1e-3]
+    target.on_train_batch_end(1)  # step 51: checked too, being near
+    assert checks[-2:] == [50, 51] or target.reached is not None

@@ -15,7 +15,10 @@ at that size:
 2. At `reach_step` the remaining excess, if any, is removed by zeroing the
    weakest components (smallest norm relative to the median of the layer's
    active ones) until the size is within `tolerance` of the target. A model
-   that gets there earlier stops there (checked every `check_every` steps).
+   that gets there earlier stops there (checked every `check_every` steps;
+   within `approach` of the goal, after every step and with the strength
+   held at most at its starting value, so that a burst of strong proximal
+   steps cannot carry the model far past the target).
 3. Afterwards the strength is 0 and zero components are frozen: the rest of
    training fine-tunes the network at the reached size.
 
@@ -59,6 +62,8 @@ class TargetSize(keras.callbacks.Callback):
         check_every: steps between two adaptations of the strength.
         gain: factor by which the strength is raised or lowered (> 1).
         tolerance: relative tolerance on the final size (0.02: +-2%).
+        approach: within this fraction above the goal the size is checked
+            after every step and the strength is at most the starting one.
         initial_step: steps already done (when resuming).
 
     Example:
@@ -69,7 +74,7 @@ class TargetSize(keras.callbacks.Callback):
     """
 
     def __init__(self, groups, reach_step, macs_ratio=None, units=None, check_every=50, gain=1.25,
-                 tolerance=0.02, initial_step=0):
+                 tolerance=0.02, approach=0.1, initial_step=0):
         super().__init__()
         if (macs_ratio is None) == (units is None):
             raise ValueError("Give exactly one target: macs_ratio (e.g. 2.0) or units (per "
@@ -90,6 +95,8 @@ class TargetSize(keras.callbacks.Callback):
         self.check_every = int(check_every)
         self.gain = float(gain)
         self.tolerance = float(tolerance)
+        self.approach = float(approach)
+        self.near = {}  # families in the approach band: checked every step, strength capped
         self.step = int(initial_step)
         self.scale = {f.name: 1.0 for f in groups}  # strength / starting strength, per layer
         self.reached = None  # the size report once reached
@@ -121,13 +128,14 @@ class TargetSize(keras.callbacks.Callback):
     def state(self):
         """JSON-ready state, for a checkpoint's history."""
         return {"step": self.step, "scale": self.scale, "reached": self.reached,
-                "start": self._start}
+                "start": self._start, "near": sorted(self.near)}
 
     def load_state(self, state):
         self.step = int(state["step"])
         self.scale = {name: float(s) for name, s in state["scale"].items()}
         self.reached = state.get("reached")
         self._start = state.get("start")
+        self.near = dict.fromkeys(state.get("near", ()), True)
 
     # -- sizes -----------------------------------------------------------------------------
 
@@ -195,15 +203,27 @@ class TargetSize(keras.callbacks.Callback):
         self._proximal.enforce()
         if self.step >= self.reach_step:
             self._reach()
-        elif self.step % self.check_every == 0:
+        elif self.near or self.step % self.check_every == 0:
             size, _ = self._size()
             if not any(self._over(size).values()):
                 self._reach()  # reached early: stop here rather than overshoot
                 return
-            above = self._above_plan(size, self.planned(self.step))
-            self.scale = {name: s * (self.gain if above[name] else 1.0 / self.gain)
+            near = self._in_approach(size)
+            if self.step % self.check_every == 0:
+                above = self._above_plan(size, self.planned(self.step))
+                self.scale = {name: s * (self.gain if above[name] else 1.0 / self.gain)
+                              for name, s in self.scale.items()}
+            self.near = {name: True for name, is_near in near.items() if is_near}
+            self.scale = {name: min(s, 1.0) if name in self.near else s
                           for name, s in self.scale.items()}
             self._apply_scale()
+
+    def _in_approach(self, size):
+        goal = self._goal()
+        if self.macs_ratio is not None:
+            return {f.name: size <= goal * (1.0 + self.approach) for f in self.groups}
+        return {name: size[name] <= goal[name] + max(1.0, self.approach * goal[name])
+                for name in goal}
 
     def _over(self, size):
         goal = self._goal()

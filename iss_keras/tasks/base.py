@@ -3,11 +3,14 @@
 `iss_keras.training.train_and_evaluate(task, sparsity, config, workdir)`
 knows nothing of language models or question answering; it asks the task:
 
-* `build(mode, sparsity=None)`: a model for `mode` (`"train"`: with the
-  sparsity methods' regularizers and constraints and dropout on; `"eval"`:
-  the validation copy; `"test"`: the copy the final test and the rebuild run
-  on; `"serve"`: the shape that is exported and timed). All four share layer
-  names, so weights move between them with `set_weights`.
+* `build(mode, sparsity=None, batch_split=1)`: a model for `mode`
+  (`"train"`: with the sparsity methods' regularizers and constraints and
+  dropout on; `"eval"`: the validation copy; `"test"`: the copy the final
+  test and the rebuild run on; `"serve"`: the shape that is exported and
+  timed). All four share layer names, so weights move between them with
+  `set_weights`. `batch_split`: the training model sees 1/batch_split of each
+  global batch (one copy per replica under tf.distribute); only a model with
+  a fixed batch size (a carried state) needs to know.
 * `loss()`, `metrics()`: for `compile`.
 * `fit_data()`: keyword arguments for `model.fit` (x, y, batch_size, shuffle).
 * `callbacks()`: what the task needs during `fit` (e.g. reset carried state).
@@ -36,7 +39,7 @@ class Task:
     plot_metrics = ()       # history keys drawn per epoch beside the units
     plot_log_scale = False
 
-    def build(self, mode, sparsity=None):
+    def build(self, mode, sparsity=None, batch_split=1):
         raise NotImplementedError
 
     def loss(self):

@@ -206,10 +206,15 @@ class LanguageModelTask(Task):
                 "test": (c.test_batch_size, None if self.every_token_test else c.steps),
                 "serve": (None, None)}[mode]
 
-    def build(self, mode, sparsity=None):
+    def build(self, mode, sparsity=None, batch_split=1):
         if mode not in ("train", "eval", "test", "serve"):
             raise ValueError(f"mode must be train, eval, test or serve. Received: mode={mode!r}")
         batch_size, steps = self._shape(mode)
+        if mode == "train" and batch_split > 1:
+            if batch_size % batch_split:
+                raise ValueError(f"The batch size {batch_size} does not split over "
+                                 f"{batch_split} replicas; use a multiple of {batch_split}.")
+            batch_size //= batch_split
         model = self.build_model(batch_size=batch_size, steps=steps, stateful=mode != "serve",
                                  streaming=mode == "serve", training=mode == "train",
                                  sparsity=sparsity if mode == "train" else None)

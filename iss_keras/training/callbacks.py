@@ -12,6 +12,7 @@ write leaves a half line, and it drops columns that appear after the first
 epoch. `EpochLog` rewrites the file from the history atomically instead.
 """
 
+import contextlib
 import csv
 import io
 import json
@@ -49,10 +50,11 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
 class EvaluateEachEpoch(keras.callbacks.Callback):
     """Put the task's validation metrics, and the epoch's timings, into the epoch logs."""
 
-    def __init__(self, task, skip=lambda: False):
+    def __init__(self, task, skip=lambda: False, where=contextlib.nullcontext):
         super().__init__()
         self.task = task
         self.skip = skip
+        self.where = where
         self.last = {}
         self._began = None
 
@@ -63,7 +65,8 @@ class EvaluateEachEpoch(keras.callbacks.Callback):
         if self.skip() or logs is None:
             return
         trained = time.time() - self._began
-        metrics = dict(self.task.evaluate(self.model))
+        with self.where():  # one device, with the gathered weights
+            metrics = dict(self.task.evaluate(self.model))
         metrics["seconds"] = round(trained, 2)
         metrics["eval_seconds"] = round(time.time() - self._began - trained, 2)
         self.last = metrics
@@ -147,8 +150,11 @@ def describe_row(row, monitor=None):
 
 def tensorboard(log_dir):
     """`keras.callbacks.TensorBoard` for epoch scalars, or None without TensorFlow installed."""
+    from iss_keras.startup import quietly
+
     try:
-        import tensorflow  # noqa: F401  (Keras's TensorBoard writes through tf.summary)
+        with quietly():  # under JAX or torch, TensorFlow starts here: no CUDA noise
+            import tensorflow  # noqa: F401  (Keras's TensorBoard writes through tf.summary)
     except ImportError:  # e.g. a JAX-only GPU machine: CSV and JSON are still written
         return None
     return keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False, update_freq="epoch")

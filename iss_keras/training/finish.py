@@ -99,7 +99,7 @@ def finish(run, model, export=True, tflite=True, quantize=(), measure_speed=True
     results["run"] = provenance(
         train_seconds=round(sum(row["seconds"] for row in run.history), 1),
         eval_seconds=round(sum(row.get("eval_seconds", 0.0) for row in run.history), 1),
-        finish_seconds=round(time.time() - began, 1),
+        finish_seconds=round(time.time() - began, 1), distribution=run.placement.describe(),
         config={**as_dict(run.config, *options), "sparsity": sparsity.get_config()})
     write_text(os.path.join(run.workdir, "results.json"), json.dumps(results, indent=1))
     plot_training(run.history, model, run.groups, os.path.join(run.workdir, "plots"),

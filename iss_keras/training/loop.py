@@ -8,7 +8,6 @@ after the last completed epoch; `finish` (iss_keras.training.finish) then
 tests, rebuilds, verifies and exports.
 """
 
-import contextlib
 import dataclasses
 import math
 import os
@@ -22,6 +21,7 @@ from iss_keras.training.callbacks import (EpochLog, EvaluateEachEpoch, StopOnNaN
                                           tensorboard)
 from iss_keras.training.checkpoints import (BEST, CHECKPOINT, EpochCheckpoints,
                                             initial_weights_from, load_checkpoint)
+from iss_keras.training.distribution import Placement
 
 
 class TrainingDivergedError(RuntimeError):
@@ -56,6 +56,8 @@ class Run:
         config: a `TrainConfig`.
         workdir: checkpoints, logs, exports and results go here.
         verbose: Keras progress bar (1), one line per epoch (2) or silent (0).
+        placement: where the work runs (`iss_keras.training.distribution.placement`;
+            default one device).
 
     Attributes:
         history: one dict per completed epoch (see `EpochLog`).
@@ -71,12 +73,13 @@ class Run:
     CHECKPOINT = CHECKPOINT
     BEST = BEST
 
-    def __init__(self, task, sparsity, config, workdir, verbose=1):
+    def __init__(self, task, sparsity, config, workdir, verbose=1, placement=None):
         self.task = task
         self.sparsity = as_sparsity(sparsity)
         self.config = config
         self.workdir = workdir
-        self.verbose = verbose
+        self.placement = placement or Placement()
+        self.verbose = verbose if self.placement.is_chief else 0
         self.history = []
         self.groups = None
         os.makedirs(workdir, exist_ok=True)
@@ -85,18 +88,17 @@ class Run:
     def checkpoint_path(self):
         return os.path.join(self.workdir, CHECKPOINT)
 
-    def scope(self):
-        """Where models and optimizers are built (one place, for distribution strategies)."""
-        return contextlib.nullcontext()
-
     def build(self):
-        """The compiled training model, its sparsity bound to its groups."""
-        with self.scope():
-            model = self.task.build("train", sparsity=self.sparsity)
+        """The compiled training model, its sparsity bound to its groups, built where the
+        placement says (the one place where devices enter the loop)."""
+        place = self.placement
+        with place.build_scope():
+            model = self.task.build("train", sparsity=self.sparsity, batch_split=place.batch_split)
+            place.adapt_model(model)
             self.groups = discover_groups(model)
             self.sparsity.bind(model, self.groups)
-            model.compile(self.config.make_optimizer(self.task.loss_scale), self.task.loss(),
-                          metrics=self.task.metrics())
+            optimizer = place.optimizer(self.config.make_optimizer(self.task.loss_scale))
+            model.compile(optimizer, self.task.loss(), metrics=self.task.metrics())
             model.optimizer.build(model.trainable_variables)
         return model
 
@@ -128,10 +130,12 @@ class Run:
         model = self.build()
         start = self.restore(model, restore_from)
         data = self.task.fit_data()
+        self.placement.check_batch(data["batch_size"])
         steps_per_epoch = math.ceil(len(data["x"]) / data["batch_size"])
         stopper = StopOnNaN()
         diverged = lambda: stopper.diverged is not None  # noqa: E731
-        evaluation = EvaluateEachEpoch(self.task, skip=diverged)
+        evaluation = EvaluateEachEpoch(self.task, skip=diverged,
+                                       where=self.placement.single_device)
         report = SparsityReportCallback(self.groups)
         info = RunInfo(model, self.groups, steps_per_epoch, start, c.epochs)
         scale = self.task.loss_scale
@@ -139,16 +143,18 @@ class Run:
             self.task.callbacks()
             + [keras.callbacks.LearningRateScheduler(lambda e, lr: c.keras_learning_rate(e, scale))]
             + self.sparsity.callbacks(info)
-            + [stopper, evaluation, report, EpochLog(self, evaluation, report, skip=diverged),
-               EpochCheckpoints(self, keep_best=c.test_checkpoint == "best_valid",
-                                skip=diverged)])
-        board = tensorboard(os.path.join(self.workdir, "tb"))
-        if board is not None:
-            callbacks.append(board)
+            + [stopper, evaluation, report])
+        if self.placement.is_chief:  # files are written once
+            callbacks += [EpochLog(self, evaluation, report, skip=diverged),
+                          EpochCheckpoints(self, keep_best=c.test_checkpoint == "best_valid",
+                                           skip=diverged)]
+            board = tensorboard(os.path.join(self.workdir, "tb"))
+            callbacks += [board] if board is not None else []
         if start < c.epochs:
             # One fit over the remaining epochs; Keras's line reads "Epoch 3/13".
-            model.fit(**data, epochs=c.epochs, initial_epoch=start, callbacks=callbacks,
-                      verbose=self.verbose)
+            with self.placement.fit_scope():
+                model.fit(**self.placement.fit_arguments(data), epochs=c.epochs,
+                          initial_epoch=start, callbacks=callbacks, verbose=self.verbose)
         if stopper.diverged is not None:
             epoch, batch = stopper.diverged
             last = (f"the checkpoint after epoch {epoch} in {self.checkpoint_path} is kept"

@@ -21,6 +21,8 @@ from iss_keras.files import write_text
 from iss_keras.options import define_flags, read_flags
 from iss_keras.training.checkpoints import CorruptCheckpointError
 from iss_keras.training.config import RunOptions, TrainConfig
+from iss_keras.training.distribution import (DistributionError, DistributionOptions,
+                                             placement_from_options)
 from iss_keras.training.finish import finish, results_table
 from iss_keras.training.loop import Run
 
@@ -29,8 +31,8 @@ FLAGS_FILE = "flags.txt"
 
 
 def shared_option_classes():
-    """The option dataclasses every trainer has: training, run, and each sparsity method's."""
-    return (TrainConfig, RunOptions) + sparsity_lib.option_classes()
+    """The option dataclasses every trainer has: training, run, devices, each sparsity method's."""
+    return (TrainConfig, RunOptions, DistributionOptions) + sparsity_lib.option_classes()
 
 
 def define_trainer_flags(*own_options):
@@ -99,15 +101,20 @@ def run_trainer(make_task, own_options):
         sparsity = sparsity_lib.from_options(
             [options[cls] for cls in sparsity_lib.option_classes()],
             sparsity_lib.OptionContext(loss_scale=task.loss_scale, epochs=config.epochs))
+        where = placement_from_options(options[DistributionOptions])
     except ValueError as e:
         raise app.UsageError(str(e))
+    print(f"Training on {where}.")
     os.makedirs(run_options.workdir, exist_ok=True)
-    flagfile = save_flags(run_options.workdir)
-    run = Run(task, sparsity, config, run_options.workdir, verbose=run_options.verbose)
+    flagfile = save_flags(run_options.workdir) if where.is_chief else None
+    run = Run(task, sparsity, config, run_options.workdir, verbose=run_options.verbose,
+              placement=where)
     try:
         model = run.train(restore_from=run_options.restore_from)
-    except CorruptCheckpointError as e:
+    except (CorruptCheckpointError, DistributionError) as e:
         raise RunError(e) from e
+    if not where.is_chief:
+        return 0  # the chief tests, rebuilds and exports, once
     results = finish(run, model, export=run_options.export, quantize=run_options.quantize,
                      options=[options[cls] for cls in classes if cls is not TrainConfig])
     print("\n" + results_table(results))
