@@ -96,3 +96,16 @@ def clip_after_all_reduce(optimizer):
     cls = type(f"GloballyClipped{base.__name__}", (base,), {"_clip_gradients": _clip_gradients})
     return cls.from_config(optimizer.get_config())
 
+
+
+def optimizer_slots(optimizer, variable):
+    """The optimizer's variables kept for `variable` (momentum, Adam's moments, ...).
+
+    Keras names them after the variable's path (`add_variable_from_reference`:
+    "<path with / as _>_<slot>"); matched by that name and the shape.
+    """
+    if optimizer is None or not optimizer.built:
+        return []
+    prefix = variable.path.replace("/", "_") + "_"
+    return [slot for slot in optimizer.variables
+            if slot.name.startswith(prefix) and tuple(slot.shape) == tuple(variable.shape)]

@@ -46,8 +46,8 @@ class SparsityReport:
             (ours: a unit goes once its outgoing weights are zero);
             `all_zero_units` counts units whose whole component is zero, the
             original repository's count (`match_map == 6`).
-        totals: dict with `weights`, `weights_after`, `macs_per_token`,
-            `macs_per_token_after`.
+        totals: dict with `weights`, `nonzero_weights` (weights that are not
+            exactly zero), `weights_after`, `macs_per_token`, `macs_per_token_after`.
         variables: list of dicts `{path, shape, size, zeros, sparsity}`.
     """
 
@@ -111,6 +111,8 @@ def sparsity_report(model, groups=None):
     trainable = [v.path for v in model.weights if v.trainable]
     totals = {
         "weights": count(shapes, trainable),
+        "nonzero_weights": int(sum(int(np.count_nonzero(ops.convert_to_numpy(v)))
+                                   for v in model.weights if v.trainable)),
         "weights_after": count(new_shapes, trainable),
         "macs_per_token": count(shapes, kernels),
         "macs_per_token_after": count(new_shapes, kernels),

@@ -3,7 +3,8 @@
 * `elementwise`: L1, weight decay, and the original's zeroing of small weights;
 * `iss`: ISS (group Lasso on whole hidden units), with `target` for ours
   target-size mode;
-* `row_column`: the original's row / column group Lasso regularizers.
+* `row_column`: the original's row / column group Lasso regularizers;
+* `evolutionary`: SET, sparse evolutionary training (masks, Erdős–Rényi start, evolution).
 
 A trainer builds the run's methods from their options with `from_options`;
 each method's options are a dataclass (`Method.Options`) from which the
@@ -18,10 +19,11 @@ from iss_keras.sparsity.base import (NO_SPARSITY, Sparsity, SparsityMethod, as_s
 from iss_keras.sparsity.elementwise import (L1, L1Sparsity, WeightDecay, WeightZeroing, ZeroOut)
 from iss_keras.sparsity.iss import ISS, ComponentEnforcer, ISSRegularizer, couple
 from iss_keras.sparsity.row_column import ColumnGroupLasso, RowGroupLasso
+from iss_keras.sparsity.evolutionary import SET
 
 # In the order they are built from options: a later method sees the earlier
 # ones (ISS's freeze applies when L1 is on; zeroing only in sparsity runs).
-METHODS = (WeightDecay, L1Sparsity, ISS, WeightZeroing)
+METHODS = (WeightDecay, L1Sparsity, ISS, SET, WeightZeroing)
 
 
 @dataclasses.dataclass
@@ -33,10 +35,12 @@ class OptionContext:
             language model summing over `steps` unrolled steps: `steps`).
             Strengths are divided by it.
         epochs: the run's epochs (for options given in epochs).
+        seed: the run's seed (for methods that draw at random).
     """
 
     loss_scale: float = 1.0
     epochs: int = 0
+    seed: int = 0
 
 
 def option_classes():
@@ -80,6 +84,6 @@ def from_options(options, context=None):
 
 
 __all__ = ["ColumnGroupLasso", "ComponentEnforcer", "ISS", "ISSRegularizer", "L1", "L1Sparsity",
-           "METHODS", "NO_SPARSITY", "OptionContext", "RowGroupLasso", "Sparsity",
+           "METHODS", "NO_SPARSITY", "OptionContext", "RowGroupLasso", "SET", "Sparsity",
            "SparsityMethod", "WeightDecay", "WeightZeroing", "ZeroOut", "as_sparsity", "couple",
            "from_options", "merge_regularizers", "method_class", "option_classes"]

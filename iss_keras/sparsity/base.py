@@ -21,8 +21,9 @@ questions, each with a harmless default:
    hidden units whose outgoing weights are all zero (identity when none are).
 
 Plus `get_config()` (JSON-ready; `from_config` rebuilds it), `name` (the
-registry key) and `sparsifies` (whether it makes a "sparsity run", in which the
-original zeroes small weights after every step).
+registry key), `sparsifies` (whether it makes the network sparse) and
+`original_zeroing` (whether the original repository zeroes small weights after
+every step in runs with this method: ISS and L1).
 
 `Sparsity` combines several methods into one object with the same interface;
 model builders take one `sparsity=` argument, a `Sparsity` (or one method).
@@ -44,6 +45,10 @@ class SparsityMethod:
 
     name = "none"
     sparsifies = False
+    # The original repository zeroes every weight below a threshold after each
+    # step in its sparsity runs (ISS, L1); a method that says so here gets it
+    # from options (`WeightZeroing`).
+    original_zeroing = False
 
     # 1. what it adds to a layer
     def regularizer(self, slot):
@@ -83,8 +88,9 @@ class SparsityMethod:
 
     compresses = False  # True where `compress` is the method's own, not the default shrink
 
-    def result_fields(self, history):
-        """What the method adds to results.json (e.g. the size a target run reached)."""
+    def result_fields(self, history, model=None):
+        """What the method adds to results.json (e.g. the size a target run reached), given
+        the history rows and the tested model."""
         return {}
 
     def get_config(self):
@@ -213,10 +219,10 @@ class Sparsity(SparsityMethod):
         own = [m for m in self.methods if m.compresses]
         return (own[0] if own else super()).compress(model, groups)
 
-    def result_fields(self, history):
+    def result_fields(self, history, model=None):
         out = {}
         for method in self.methods:
-            out.update(method.result_fields(history))
+            out.update(method.result_fields(history, model))
         return out
 
     def get_config(self):

@@ -69,6 +69,7 @@ class L1Sparsity(SparsityMethod):
 
     name = "l1"
     sparsifies = True
+    original_zeroing = True
     Options = L1Options
 
     def __init__(self, strength):
@@ -151,7 +152,8 @@ class WeightZeroing(SparsityMethod):
 
     @classmethod
     def from_options(cls, options, context, chosen=()):
-        if not options.zero_threshold or not any(m.sparsifies for m in chosen):
+        if not options.zero_threshold or not any(m.sparsifies and m.original_zeroing
+                                                  for m in chosen):
             return None
         floors = [getattr(m, "zero_threshold_floor", 0.0) * context.loss_scale for m in chosen]
         return cls(max([options.zero_threshold] + floors))

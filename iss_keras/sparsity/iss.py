@@ -377,6 +377,7 @@ class ISS(SparsityMethod):
 
     name = "iss"
     Options = ISSOptions
+    original_zeroing = True
 
     def __init__(self, strength=0.0, proximal=False, threshold=0.0, freeze=False, target=None):
         self.strength = check_strength(strength)
@@ -449,7 +450,7 @@ class ISS(SparsityMethod):
     def epoch_summary(self):
         return self.get_state()
 
-    def result_fields(self, history):
+    def result_fields(self, history, model=None):
         if self.target is None:
             return {}
         last = history[-1].get("target", {}) if history else {}

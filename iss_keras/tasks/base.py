@@ -24,6 +24,7 @@ knows nothing of language models or question answering; it asks the task:
   for timing; `serving_output_names(model)`; `tflite_shape`: the static
   shape exported to TFLite (keyword arguments of `export_tflite`).
 * `plot_metrics`, `plot_log_scale`: which epoch-row keys the progress plot draws.
+* `save_assets(directory)`: what serving needs beside the model (e.g. a vocabulary).
 * `loss_scale`: the original's training loss / Keras's mean loss (see
   `iss_keras.training.config`).
 """
@@ -67,4 +68,7 @@ class Task:
         raise NotImplementedError
 
     def serving_output_names(self, model):
+        return None
+
+    def save_assets(self, directory):
         return None

@@ -79,18 +79,20 @@ def finish(run, model, export=True, tflite=True, quantize=(), measure_speed=True
         # The original's count (whole component zero, match_map == 6) beside ours.
         "all_zero_units": [row["all_zero_units"] for row in report.layers],
         "weights": report.totals["weights"], "weights_after": report.totals["weights_after"],
+        "nonzero_weights": report.totals["nonzero_weights"],
         "macs_per_token": report.totals["macs_per_token"],
         "macs_per_token_after": report.totals["macs_per_token_after"],
         "backend": keras.backend.backend(),
     })
     results["macs_ratio"] = results["macs_per_token"] / max(1, results["macs_per_token_after"])
-    results.update(sparsity.result_fields(run.history))
+    results.update(sparsity.result_fields(run.history, model))
     dense_serve = copy_for(task, "serve", model)
     small_serve, _ = sparsity.compress(dense_serve)
     # The serving shapes, for servers, devices and benchmarks/inference_speed.py.
     for m, name in ((dense_serve, "sparse.keras"), (small_serve, "shrunk.keras")):
         with atomic_path(os.path.join(run.workdir, name)) as tmp:
             m.save(tmp)
+    task.save_assets(run.workdir)
     if measure_speed:
         results["speed"] = serving_speed(task, dense_serve, small_serve)
     if export:
@@ -115,6 +117,7 @@ def serving_speed(task, dense, small, repeats=30, batch_size=1):
     candidates = {}
     for name, m in (("dense", dense), ("shrunk", small)):
         inputs = task.serving_inputs(m, batch_size)
+        inputs = inputs if len(inputs) > 1 else inputs[0]
         candidates[name] = (lambda m=m, inputs=inputs: m.predict_on_batch(inputs))
     medians = interleaved_medians(candidates, repeats=repeats)
     return {f"batch{batch_size}_step_seconds": medians,

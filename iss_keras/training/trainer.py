@@ -100,7 +100,8 @@ def run_trainer(make_task, own_options):
     try:
         sparsity = sparsity_lib.from_options(
             [options[cls] for cls in sparsity_lib.option_classes()],
-            sparsity_lib.OptionContext(loss_scale=task.loss_scale, epochs=config.epochs))
+            sparsity_lib.OptionContext(loss_scale=task.loss_scale, epochs=config.epochs,
+                                       seed=config.seed))
         where = placement_from_options(options[DistributionOptions])
     except ValueError as e:
         raise app.UsageError(str(e))

@@ -1,0 +1,65 @@
+"""Sentiment classification with a sparse LSTM: dense, SET, ISS or L1; train, rebuild, export.
+
+    python sentiment/train.py --flagfile=sentiment/configs/quick_set.flags --data_dir=../shared/data
+
+One trainer for IMDB, SST-2/SST-5 and the UCI sentences (`--dataset`), on the
+same training library as ptb/ and rhns/: the task is
+iss_keras/tasks/classification.py, the model iss_keras/models/text_classifier.py,
+and every sparsity method's flags are here (SET: --set_density or
+--set_epsilon). This file holds the model's options only.
+"""
+
+import dataclasses
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's info messages off unless asked
+
+import iss_keras  # noqa: E402,F401  (before Keras: it starts the backend without C++ noise)
+from absl import app, flags  # noqa: E402
+
+from iss_keras.models.text_classifier import lstm_classifier  # noqa: E402
+from iss_keras.options import option  # noqa: E402
+from iss_keras.tasks.classification import (ClassificationConfig,  # noqa: E402
+                                            TextClassificationTask, read_sentiment)
+from iss_keras.training import TrainConfig  # noqa: E402
+from iss_keras.training.trainer import define_trainer_flags, trainer_main  # noqa: E402
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Embedding -> LSTM (last state) -> logits."""
+
+    embedding_size: int = option(300, "Word vector width.")
+    units: int = option(128, "LSTM units.")
+    dropout: float = option(0.0, "Dropout on the word vectors and on the LSTM's last state.")
+
+    def __post_init__(self):
+        if self.embedding_size < 1 or self.units < 1:
+            raise ValueError(f"--embedding_size and --units must be positive. Received: "
+                             f"{self.embedding_size}, {self.units}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"--dropout must be in [0, 1). Received: {self.dropout}")
+
+
+def make_task(options):
+    model, data = options[ModelConfig], options[ClassificationConfig]
+    seed = options[TrainConfig].seed
+
+    def build(*, vocab_size, num_classes, max_length, batch_size, training, sparsity):
+        return lstm_classifier(vocab_size, num_classes, embedding_size=model.embedding_size,
+                               units=model.units, max_length=max_length,
+                               dropout=model.dropout if training else 0.0, batch_size=batch_size,
+                               sparsity=sparsity, seed=seed, name="sentiment_lstm")
+
+    return TextClassificationTask(build, read_sentiment(data), data)
+
+
+define_trainer_flags(ModelConfig, ClassificationConfig)
+# Classification defaults (the LM defaults are Zaremba's): Adam, no clipping, the best epoch.
+for name, value in (("optimizer", "adam"), ("learning_rate", 1e-3), ("max_grad_norm", 0.0),
+                    ("lr_schedule", "constant"), ("epochs", 10),
+                    ("test_checkpoint", "best_valid")):
+    flags.FLAGS.set_default(name, value)
+
+if __name__ == "__main__":
+    app.run(trainer_main(make_task, ModelConfig, ClassificationConfig))

@@ -1,0 +1,52 @@
+"""sentiment/train.py end to end (train -> rebuild -> verify -> export) and its errors."""
+
+import json
+import os
+
+import pytest
+
+from helpers import run_script
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "sentiment", "configs", "tiny_test.flags")
+DATA = os.path.join(ROOT, "..", "shared", "data")
+
+
+@pytest.mark.slow
+def test_tiny_set_run_end_to_end_then_resume(tmp_path):
+    workdir = str(tmp_path / "run")
+    out = run_script("sentiment/train.py", f"--flagfile={TINY}", f"--data_dir={DATA}",
+                     f"--workdir={workdir}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.load(open(os.path.join(workdir, "results.json")))
+    assert results["epochs"] == 2 and 0.0 <= results["test_accuracy_sparse"] <= 1.0
+    assert results["test_accuracy_shrunk"] == results["test_accuracy_sparse"]
+    assert results["set"]["density"] == pytest.approx(0.2, rel=0.01)
+    assert len(results["set"]["turnover"]) == 1  # before epoch 2
+    storage = results["set"]["storage"]
+    assert storage["sparse_bytes"] < storage["dense_bytes"]
+    assert results["export"]["tflite"]["max_rel_diff"] <= 1e-4
+    assert os.path.exists(os.path.join(workdir, "vocabulary.json"))
+    assert results["test_checkpoint"] == "best_valid"  # the trainer's default
+    again = run_script("sentiment/train.py", f"--flagfile={os.path.join(workdir, 'flags.txt')}",
+                       "--epochs=3", "--noexport")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "after epoch 2" in again.stdout
+    assert json.load(open(os.path.join(workdir, "results.json")))["set"]["turnover"][:1] == \
+        results["set"]["turnover"]
+
+
+@pytest.mark.parametrize("flag,message", [("--dataset=yelp", "dataset"),
+                                          ("--set_density=0.04", "not both"),
+                                          ("--fold=12", "fold must be in 0..9")])
+def test_bad_flags_are_named(tmp_path, flag, message):
+    extra = ["--set_epsilon=20"] if "set_density" in flag else []
+    out = run_script("sentiment/train.py", f"--flagfile={TINY}", f"--data_dir={DATA}",
+                     f"--workdir={tmp_path / 'run'}", flag, *extra, timeout=120)
+    assert out.returncode != 0 and message in out.stderr, out.stderr[-2000:]
+
+
+def test_missing_data_is_named(tmp_path):
+    out = run_script("sentiment/train.py", f"--flagfile={TINY}", f"--data_dir={tmp_path}",
+                     f"--workdir={tmp_path / 'run'}", timeout=120)
+    assert out.returncode != 0 and "amazon_cells_labelled.txt" in out.stderr, out.stderr[-2000:]
