@@ -109,3 +109,52 @@ def optimizer_slots(optimizer, variable):
     prefix = variable.path.replace("/", "_") + "_"
     return [slot for slot in optimizer.variables
             if slot.name.startswith(prefix) and tuple(slot.shape) == tuple(variable.shape)]
+
+
+def averaged_weights_callback(resumed):
+    """`keras.callbacks.SwapEMAWeights(swap_on_epoch=True)`: each epoch is evaluated and
+    checkpointed with the optimizer's moving averages of the weights, and training goes on
+    from the raw weights. Two additions:
+
+    * `resumed`: the run restarts from a checkpoint written after the swap, so the
+      averages are already in the model (Keras's callback would assume the raw weights).
+    * A weight that is exactly zero in the raw weights (a removed unit, a masked
+      connection) is exactly zero in the averaged ones too: the average of a weight
+      zeroed at some step only decays towards zero, and a rebuild needs exact zeros.
+    """
+
+    class _SwapEMAWeights(keras.callbacks.SwapEMAWeights):
+        def __init__(self):
+            super().__init__(swap_on_epoch=True)
+            self._ema_weights_in_model = bool(resumed)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self._ema_weights_in_model:
+                return
+            self._swap_variables()  # the model holds the averages, the optimizer the raw weights
+            self._ema_weights_in_model = True
+            optimizer = self.model.optimizer
+            for var, raw in zip(optimizer._trainable_variables,
+                                optimizer._model_variables_moving_average):
+                var.assign(ops.where(ops.equal(raw, 0), ops.zeros_like(var), var))
+            if epoch == self.params["epochs"] - 1:
+                # fit ends by copying the optimizer's slot (now the raw weights) into the
+                # model; the checkpoint just written keeps the raw weights there, so that a
+                # longer run can go on from it. Put the averages back after fit.
+                self._final = [ops.convert_to_numpy(v) for v in optimizer._trainable_variables]
+
+        def on_train_end(self, logs=None):
+            final = getattr(self, "_final", None)
+            if final is not None:
+                for var, value in zip(self.model.optimizer._trainable_variables, final):
+                    var.assign(value)
+
+    return _SwapEMAWeights()
+
+
+def restart_averages(optimizer, variables):
+    """Start the optimizer's moving averages of the weights at their current values
+    (after loading weights to fine-tune from)."""
+    for var, average in zip(optimizer._trainable_variables,
+                            optimizer._model_variables_moving_average):
+        average.assign(var)

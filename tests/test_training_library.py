@@ -158,3 +158,32 @@ def test_truncated_checkpoint_is_named_and_never_restarts_training(tmp_path):
     with pytest.raises(training.CorruptCheckpointError, match="cannot be read.*not restarted"):
         tiny_run(workdir, epochs=2).train()
     assert open(path, "rb").read() == data[:len(data) // 2]  # left for the user to inspect
+
+
+def test_moving_averages_are_validated_checkpointed_and_resumed(tmp_path):
+    from iss_keras.training import load_checkpoint
+
+    def run(workdir, epochs, ema=0.9):
+        config = training.TrainConfig(epochs=epochs, seed=1, ema=ema)
+        return training.Run(tiny_task(), tiny_sparsity(epochs), config, str(workdir), verbose=0)
+
+    raw = [np.asarray(v) for v in run(tmp_path / "raw", 2, ema=0.0).train().trainable_variables]
+    averaged = run(tmp_path / "averaged", 2)
+    model = averaged.train()
+    got = [np.asarray(v) for v in model.trainable_variables]
+    # The averages train the same way (raw trajectory) but end elsewhere, and are exactly
+    # zero wherever the raw weights are (removed units stay removable).
+    assert max(float(np.abs(g - r).max()) for g, r in zip(got, raw)) > 1e-3
+    assert sum(int((r == 0).sum()) for r in raw) > 0
+    for g, r in zip(got, raw):
+        assert not g[r == 0].any()
+    # What was checkpointed and validated is the averages.
+    saved = tiny_task().build("train")
+    load_checkpoint(str(tmp_path / "averaged" / "checkpoint.npz"), saved, optimizer=False)
+    for g, kept in zip(got, saved.trainable_variables):
+        np.testing.assert_allclose(np.asarray(kept), g, atol=1e-6)
+    # Killed after epoch 1 and resumed: the same averaged weights at the end.
+    run(tmp_path / "killed", 1).train()
+    resumed = run(tmp_path / "killed", 2).train()
+    for e, g in zip(model.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(g, e, atol=1e-5)

@@ -12,7 +12,9 @@ knows nothing of language models or question answering; it asks the task:
   global batch (one copy per replica under tf.distribute); only a model with
   a fixed batch size (a carried state) needs to know.
 * `loss()`, `metrics()`: for `compile`.
-* `fit_data()`: keyword arguments for `model.fit` (x, y, batch_size, shuffle).
+* `fit_data()`: keyword arguments for `model.fit`: arrays (`x`, `y`,
+  `batch_size`, `shuffle`), or a `keras.utils.PyDataset` as `x` (e.g. batches
+  in length buckets), whose length is the steps of an epoch.
 * `callbacks()`: what the task needs during `fit` (e.g. reset carried state).
 * `evaluate(model)`: validation metrics after each epoch, a dict; `monitor`
   names the one that picks the best epoch, `monitor_mode` `"min"` or `"max"`.

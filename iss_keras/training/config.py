@@ -37,6 +37,9 @@ class TrainConfig:
     lr_step_epochs: int = option(0, "Epochs per decay step (step schedule; 0: epochs // 3).")
     max_grad_norm: float = option(5.0, "Global gradient-norm clip (original's units; divided by "
                                   "the task's loss scale). 0: no clipping.")
+    ema: float = option(0.0, "Exponential moving average of the weights, e.g. 0.999 (the BiDAF "
+                        "original): every epoch is validated, checkpointed and tested with the "
+                        "averages; weights that are exactly zero stay zero in them. 0: off.")
     seed: int = option(0, "Random seed (initializers, dropout).")
     test_checkpoint: str = option(
         "last", "Weights tested, rebuilt and exported: the last epoch's (the ptb original) or "
@@ -48,6 +51,8 @@ class TrainConfig:
         check_positive(self, "learning_rate")
         check_at_least(self, 0, "max_epoch", "lr_step_epochs", "max_grad_norm")
         check_positive(self, "lr_decay")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1). Received: ema={self.ema}")
         for name, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", SCHEDULES),
                               ("test_checkpoint", TEST_CHECKPOINTS)):
             if getattr(self, name) not in allowed:
@@ -75,8 +80,9 @@ class TrainConfig:
         import keras
 
         cls = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}[self.optimizer]
+        ema = {"use_ema": True, "ema_momentum": self.ema} if self.ema else {}
         return cls(self.keras_learning_rate(0, loss_scale),
-                   global_clipnorm=self.keras_clipnorm(loss_scale))
+                   global_clipnorm=self.keras_clipnorm(loss_scale), **ema)
 
 
 @dataclasses.dataclass

@@ -15,6 +15,7 @@ import os
 import keras
 
 from iss_keras.discovery import discover_groups
+from iss_keras.keras_internals import averaged_weights_callback, restart_averages
 from iss_keras.report import SparsityReportCallback
 from iss_keras.sparsity.base import as_sparsity
 from iss_keras.training.callbacks import (EpochLog, EvaluateEachEpoch, StopOnNaN,
@@ -115,6 +116,8 @@ class Run:
             return meta["epoch"] + 1
         if restore_from:
             print(f"Initialized from {initial_weights_from(restore_from, model)} (fine-tuning).")
+            if self.config.ema:
+                restart_averages(model.optimizer, model.trainable_variables)
         return 0
 
     def is_best(self, row):
@@ -130,8 +133,11 @@ class Run:
         model = self.build()
         start = self.restore(model, restore_from)
         data = self.task.fit_data()
-        self.placement.check_batch(data["batch_size"])
-        steps_per_epoch = math.ceil(len(data["x"]) / data["batch_size"])
+        if "batch_size" in data:  # arrays
+            self.placement.check_batch(data["batch_size"])
+            steps_per_epoch = math.ceil(len(data["x"]) / data["batch_size"])
+        else:  # a keras.utils.PyDataset (e.g. length buckets): its length is its batches
+            steps_per_epoch = len(data["x"])
         stopper = StopOnNaN()
         diverged = lambda: stopper.diverged is not None  # noqa: E731
         evaluation = EvaluateEachEpoch(self.task, skip=diverged,
@@ -139,8 +145,11 @@ class Run:
         report = SparsityReportCallback(self.groups)
         info = RunInfo(model, self.groups, steps_per_epoch, start, c.epochs)
         scale = self.task.loss_scale
+        # First: each epoch ends on the averaged weights before anything reads them, and
+        # begins on the raw ones before anything changes them.
+        averaged = [averaged_weights_callback(resumed=start > 0)] if c.ema else []
         callbacks = (
-            self.task.callbacks()
+            averaged + self.task.callbacks()
             + [keras.callbacks.LearningRateScheduler(lambda e, lr: c.keras_learning_rate(e, scale))]
             + self.sparsity.callbacks(info)
             + [stopper, evaluation, report])
