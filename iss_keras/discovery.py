@@ -4,7 +4,9 @@ For every LSTM / GRU / SimpleRNN (also inside `Bidirectional`) the hidden
 state is followed through the graph to the layers that consume it. Each
 consumer contributes the rows of its input kernel that read the unit; layers
 that only pass values through channel by channel (Dropout, Activation, ...) are
-walked through, and `Concatenate` shifts the unit's channel offset. Anything
+walked through, `Concatenate` shifts the unit's channel offset, and
+`Multiply` passes a unit on when every input carries it on the same channel
+(checked once the family is traced). Anything
 else raises `UnsupportedLayerError` naming the layer: a silently smaller group
 would under-regularize, which is the failure this library exists to prevent.
 
@@ -54,7 +56,8 @@ PASS_THROUGH_LAYERS = (
 SUPPORTED_CONSUMERS = (
     "Dense, TimeDistributed(Dense), LSTM, GRU, SimpleRNN, RNN(RHNCell), Bidirectional(concat), "
     "ReversibleEmbedding(reverse=True) (softmax), "
-    "Concatenate (last axis), and channel-wise layers without weights ("
+    "Concatenate (last axis), Multiply (of inputs carrying the same units on the same "
+    "channels, or of width 1), and channel-wise layers without weights ("
     + ", ".join(c.__name__ for c in PASS_THROUGH_LAYERS)
     + ", or any layer with iss_channelwise = True), and any layer with an "
     "iss_consume(consumption) method (see Consumption)")
@@ -161,6 +164,9 @@ class _Tracer:
                 self.consumers.setdefault(id(tensor), []).append(node)
         self.output_index = {id(t): i for i, t in enumerate(self.graph.outputs)}
         self.input_index = {id(t): i for i, t in enumerate(self.graph.inputs)}
+        # Which tensors carry which family's units at which channel (see Consumption.aligned_with).
+        self.carried = collections.defaultdict(set)
+        self.alignments = collections.defaultdict(list)
 
     # -- families -----------------------------------------------------------
 
@@ -180,10 +186,26 @@ class _Tracer:
                     "its units would be shared between calls. Use one layer per call.")
             seen[id(layer)] = True
             if isinstance(layer, keras.layers.Bidirectional):
-                families.extend(self._bidirectional(node))
+                found = self._bidirectional(node)
             else:
-                families.append(self._unidirectional(node))
+                found = [self._unidirectional(node)]
+            for family in found:
+                self._check_alignments(family)
+            families.extend(found)
         return families
+
+    def _check_alignments(self, family):
+        """Every tensor a layer combined channel by channel with the family's units carries
+        the same units at the same channels (`Consumption.aligned_with`)."""
+        carried = self.carried[family.name]
+        for layer_name, tensor, start in self.alignments[family.name]:
+            if (id(tensor), start) not in carried:
+                raise UnsupportedLayerError(
+                    f"Layer {layer_name!r} combines the hidden units of {family.name!r} channel by "
+                    f"channel with its input {tensor.name!r}, which does not carry those units at "
+                    f"channels {start}..{start + family.size - 1}: removing a unit would drop its "
+                    "channel from one input and not the other. Give that layer the same units on "
+                    "every channel-aligned input (or an input of width 1, broadcast).")
 
     def _reject_nested(self, inner):
         for sub in all_layers(inner, include_self=False):
@@ -278,6 +300,7 @@ class _Tracer:
         carries the units' signal, "incoming" when it carries word-vector
         channels tied to the units (rows that only read the unit's own input).
         """
+        self.carried[family.name].add((id(tensor), start))
         if id(tensor) in self.output_index:
             index = self.output_index[id(tensor)]
             if state:
@@ -323,6 +346,14 @@ class Consumption:
     * `consumption.passes_on(output, start)`: channel `start + k` of the
       layer's output `output` carries unit k (channel-wise layers, a
       concatenation's offset): discovery follows it further.
+    * `consumption.aligned_with(tensor, start)`: the layer combines channel
+      `start + k` of another input `tensor` with unit k element by element
+      (a product `a * b`, an attention score over `h * u`), so `tensor` must
+      carry unit k at that channel too; discovery checks it once the family
+      is traced and raises `UnsupportedLayerError` otherwise.
+    * `consumption.input_positions()`: where the traced tensor sits among the
+      call's input tensors (`node.arguments.keras_tensors`), to tell a
+      layer's inputs apart.
 
     A layer that can do neither must not define `iss_consume`: discovery then
     raises `UnsupportedLayerError` rather than under-regularize.
@@ -363,6 +394,16 @@ class Consumption:
         """Unit k is channel `start + k` of `output`: follow it to its own consumers."""
         self._tracer._trace(output, self.start if start is None else start, self._family,
                             state=False, role=self.role if role is None else role)
+
+    def aligned_with(self, tensor, start=None):
+        """`tensor` must carry unit k at channel `start + k` too (checked after tracing)."""
+        self._tracer.alignments[self._family.name].append(
+            (self.layer.name, tensor, self.start if start is None else start))
+
+    def input_positions(self):
+        """Indices of the traced tensor among the call's input tensors (several if it is
+        passed more than once, e.g. self-attention)."""
+        return [i for i, t in enumerate(self.node.arguments.keras_tensors) if t is self.tensor]
 
     def other_calls(self):
         """The other calls (nodes) of the same layer in the model."""
@@ -409,6 +450,20 @@ def _concatenate(c):
         offset += int(t.shape[-1])
 
 
+def _multiply(c):
+    # out[..., j] = a[..., j] * b[..., j]: channel start + k still carries unit k, and every
+    # other input must carry unit k at the same channel (or be broadcast, width 1), so that
+    # removing the unit removes that channel from all of them.
+    width = c.tensor.shape[-1]
+    if width != c.node.outputs[0].shape[-1]:
+        c.reject(f"its input of width {width} carrying the units is broadcast to width "
+                 f"{c.node.outputs[0].shape[-1]}, so every output channel reads them.")
+    for t in c.node.arguments.keras_tensors:
+        if t is not c.tensor and t.shape[-1] != 1:
+            c.aligned_with(t)
+    c.passes_on(c.node.outputs[0])
+
+
 def _reversible_embedding(c):
     # emb(h, reverse=True) is a softmax whose row k reads unit k. Its width
     # is the embedding's output_dim, so removing unit k also removes channel
@@ -447,6 +502,8 @@ def _builtin_rule(layer):
         return _reversible_embedding
     if isinstance(layer, keras.layers.Concatenate):
         return _concatenate
+    if isinstance(layer, keras.layers.Multiply):
+        return _multiply
     if rnn_cell(layer) is not None or isinstance(layer, keras.layers.Bidirectional):
         return _recurrent
     return None

@@ -32,6 +32,11 @@ class ModelConfig:
     embedding_size: int = option(300, "Word vector width.")
     units: int = option(128, "LSTM units.")
     dropout: float = option(0.0, "Dropout on the word vectors and on the LSTM's last state.")
+    recurrent_activation: str = option("sigmoid", "The gates' activation: sigmoid (Keras) or "
+                                       "theano_hard_sigmoid (Lobacheva et al.'s Lasagne LSTM).",
+                                       choices=("sigmoid", "theano_hard_sigmoid"))
+    lasagne_init: bool = option(False, "Initialize as Lasagne's LSTM (each gate's matrices on "
+                                "their own; recurrent orthogonal, gain 1.1), as Lobacheva et al.")
 
     def __post_init__(self):
         if self.embedding_size < 1 or self.units < 1:
@@ -46,9 +51,14 @@ def make_task(options):
     seed = options[TrainConfig].seed
 
     def build(*, vocab_size, num_classes, max_length, batch_size, training, sparsity):
+        from iss_keras.sparsity.bayesian import theano_hard_sigmoid
+
+        activation = (theano_hard_sigmoid if model.recurrent_activation == "theano_hard_sigmoid"
+                      else model.recurrent_activation)
         return lstm_classifier(vocab_size, num_classes, embedding_size=model.embedding_size,
                                units=model.units, max_length=max_length,
                                dropout=model.dropout if training else 0.0, batch_size=batch_size,
+                               recurrent_activation=activation, lasagne_init=model.lasagne_init,
                                sparsity=sparsity, seed=seed, name="sentiment_lstm")
 
     return TextClassificationTask(build, read_sentiment(data), data)

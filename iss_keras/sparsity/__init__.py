@@ -4,7 +4,10 @@
 * `iss`: ISS (group Lasso on whole hidden units), with `target` for ours
   target-size mode;
 * `row_column`: the original's row / column group Lasso regularizers;
-* `evolutionary`: SET, sparse evolutionary training (masks, Erdős–Rényi start, evolution).
+* `evolutionary`: SET, sparse evolutionary training (masks, Erdős–Rényi start, evolution);
+* `bayesian`: SparseVD, Bayesian sparsification of weights, gates and neurons (W+G+N);
+* `gate_neuron`: W / W+N / W+G+N pruning of gates and neurons (group Lasso), rebuilt by
+  `structured.compress_structured` (dead units and channels out, constant gates folded).
 
 A trainer builds the run's methods from their options with `from_options`;
 each method's options are a dataclass (`Method.Options`) from which the
@@ -20,10 +23,12 @@ from iss_keras.sparsity.elementwise import (L1, L1Sparsity, WeightDecay, WeightZ
 from iss_keras.sparsity.iss import ISS, ComponentEnforcer, ISSRegularizer, couple
 from iss_keras.sparsity.row_column import ColumnGroupLasso, RowGroupLasso
 from iss_keras.sparsity.evolutionary import SET
+from iss_keras.sparsity.bayesian import SparseVD
+from iss_keras.sparsity.gate_neuron import GateNeuronPruning
 
 # In the order they are built from options: a later method sees the earlier
 # ones (ISS's freeze applies when L1 is on; zeroing only in sparsity runs).
-METHODS = (WeightDecay, L1Sparsity, ISS, SET, WeightZeroing)
+METHODS = (WeightDecay, L1Sparsity, ISS, SET, GateNeuronPruning, SparseVD, WeightZeroing)
 
 
 @dataclasses.dataclass
@@ -83,7 +88,7 @@ def from_options(options, context=None):
     return Sparsity(chosen)
 
 
-__all__ = ["ColumnGroupLasso", "ComponentEnforcer", "ISS", "ISSRegularizer", "L1", "L1Sparsity",
+__all__ = ["ColumnGroupLasso", "ComponentEnforcer", "GateNeuronPruning", "ISS", "ISSRegularizer", "L1", "L1Sparsity", "SparseVD",
            "METHODS", "NO_SPARSITY", "OptionContext", "RowGroupLasso", "SET", "Sparsity",
            "SparsityMethod", "WeightDecay", "WeightZeroing", "ZeroOut", "as_sparsity", "couple",
            "from_options", "merge_regularizers", "method_class", "option_classes"]

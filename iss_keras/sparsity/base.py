@@ -8,6 +8,9 @@ questions, each with a harmless default:
    asked by a model builder for each weight it creates. Slots name the
    weight's role: `"embeddings"`, `"kernel"`, `"recurrent_kernel"`, `"bias"`.
    A new object is returned per call (an `ISSRegularizer` belongs to one layer).
+   Builders create their layers with `sparsity.layer(cls, *args, **kwargs)`;
+   a method that needs layers of its own (SparseVD's noisy ones) returns them
+   from `make_layer`, the others build `cls(*args, **kwargs)`.
 2. **How it binds to a built model**: `bind(model, groups)`, once the model
    exists (ISS couples its regularizers to the unit groups here).
 3. **Its callbacks**: `callbacks(run)`, per-step work during `fit`
@@ -55,6 +58,14 @@ class SparsityMethod:
         return None
 
     def constraint(self, slot):
+        return None
+
+    def layer(self, cls, *args, **kwargs):
+        """`cls(*args, **kwargs)`, or this method's own version of that layer."""
+        made = self.make_layer(cls, args, kwargs)
+        return made if made is not None else cls(*args, **kwargs)
+
+    def make_layer(self, cls, args, kwargs):
         return None
 
     # 2. binding
@@ -173,6 +184,13 @@ class Sparsity(SparsityMethod):
         for method in self.methods:
             merged = merge_regularizers(merged, method.regularizer(slot))
         return merged
+
+    def make_layer(self, cls, args, kwargs):
+        for method in self.methods:
+            made = method.make_layer(cls, args, kwargs)
+            if made is not None:
+                return made
+        return None
 
     def constraint(self, slot):
         found = [c for c in (m.constraint(slot) for m in self.methods) if c is not None]

@@ -199,6 +199,9 @@ class ComponentEnforcer(keras.callbacks.Callback):
         freeze: keep components that reached zero at zero for the rest of
             training (their gradient would otherwise revive them).
         every_n_steps: enforce every N steps (1 = after every step).
+        strengths: for `"proximal"` on groups that are not ISS units (e.g. gate
+            groups), dict family name -> strength; by default each family's
+            strength is its layer's `ISSRegularizer`'s.
 
     Example:
 
@@ -208,7 +211,8 @@ class ComponentEnforcer(keras.callbacks.Callback):
 
     MODES = ("threshold", "proximal", "none")
 
-    def __init__(self, groups, mode="threshold", threshold=1e-4, freeze=True, every_n_steps=1):
+    def __init__(self, groups, mode="threshold", threshold=1e-4, freeze=True, every_n_steps=1,
+                 strengths=None):
         super().__init__()
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}. Received: mode={mode!r}")
@@ -221,11 +225,14 @@ class ComponentEnforcer(keras.callbacks.Callback):
         self.threshold = float(threshold)
         self.freeze = bool(freeze)
         self.every_n_steps = int(every_n_steps)
+        self.strengths = None if strengths is None else {k: float(v) for k, v in strengths.items()}
         self.frozen = {}
         self._cache = {}
         self._step = 0
 
     def _strengths(self):
+        if self.strengths is not None:
+            return self.strengths
         regs = iss_regularizers(self.model)
         missing = [f.name for f in self.groups if f.name not in regs]
         if missing:

@@ -27,6 +27,7 @@ knows nothing of language models or question answering; it asks the task:
   shape exported to TFLite (keyword arguments of `export_tflite`).
 * `plot_metrics`, `plot_log_scale`: which epoch-row keys the progress plot draws.
 * `save_assets(directory)`: what serving needs beside the model (e.g. a vocabulary).
+* `train_size()`: terms of the training loss per epoch (examples, or tokens).
 * `loss_scale`: the original's training loss / Keras's mean loss (see
   `iss_keras.training.config`).
 """
@@ -74,3 +75,7 @@ class Task:
 
     def save_assets(self, directory):
         return None
+
+    def train_size(self):
+        data = self.fit_data()
+        return len(data["x"]) if "batch_size" in data else None

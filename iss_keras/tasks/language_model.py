@@ -265,5 +265,10 @@ class LanguageModelTask(Task):
     def serving_inputs(self, model, batch_size=1):
         return [np.zeros((batch_size, 1), "int32")] + zero_states(model, batch_size)
 
+    def train_size(self):
+        """Target tokens per epoch (the loss is a mean over tokens)."""
+        x, _ = stream_batches(self.data["train"], self.config.batch_size, self.config.steps)
+        return int(x.size)
+
     def serving_output_names(self, model):
         return streaming_output_names(model)

@@ -16,6 +16,7 @@ import time
 
 import keras
 
+from iss_keras.discovery import discover_groups
 from iss_keras.files import atomic_path, write_text
 from iss_keras.options import as_dict
 from iss_keras.provenance import provenance
@@ -59,14 +60,15 @@ def finish(run, model, export=True, tflite=True, quantize=(), measure_speed=True
     task, sparsity = run.task, run.sparsity
     began = time.time()
     tested_epoch = run.tested_weights(model)
-    model = sparsity.finalize(model)
+    trained, model = model, sparsity.finalize(model)
+    groups = run.groups if model is trained else discover_groups(model)
     tester = copy_for(task, "test", model)
     sparse_metrics = task.test(tester)
     small_tester, plan = sparsity.compress(tester)
     small_metrics = task.test(small_tester)
     check_same_metrics(sparse_metrics, small_metrics)
     plan.save(os.path.join(run.workdir, "plan.json"))
-    report = sparsity_report(model, run.groups)
+    report = sparsity_report(model, groups)
     results = {f"{key}_sparse": value for key, value in sparse_metrics.items()}
     results.update({f"{key}_shrunk": value for key, value in small_metrics.items()})
     tested_row = run.history[tested_epoch - 1] if tested_epoch else {}
@@ -104,7 +106,7 @@ def finish(run, model, export=True, tflite=True, quantize=(), measure_speed=True
         finish_seconds=round(time.time() - began, 1), distribution=run.placement.describe(),
         config={**as_dict(run.config, *options), "sparsity": sparsity.get_config()})
     write_text(os.path.join(run.workdir, "results.json"), json.dumps(results, indent=1))
-    plot_training(run.history, model, run.groups, os.path.join(run.workdir, "plots"),
+    plot_training(run.history, model, groups, os.path.join(run.workdir, "plots"),
                   metrics=task.plot_metrics, log_scale=task.plot_log_scale)
     return results
 

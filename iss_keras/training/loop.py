@@ -39,6 +39,8 @@ class RunInfo:
         steps_per_epoch: optimizer steps per epoch.
         initial_epoch: epochs already done (when resuming).
         epochs: the run's total epochs.
+        train_size: terms of the training loss per epoch (examples; tokens for a
+            language model), e.g. to scale a KL term (None: unknown).
     """
 
     model: object
@@ -46,6 +48,7 @@ class RunInfo:
     steps_per_epoch: int
     initial_epoch: int
     epochs: int
+    train_size: int = None
 
 
 class Run:
@@ -141,9 +144,11 @@ class Run:
         stopper = StopOnNaN()
         diverged = lambda: stopper.diverged is not None  # noqa: E731
         evaluation = EvaluateEachEpoch(self.task, skip=diverged,
-                                       where=self.placement.single_device)
+                                       where=self.placement.single_device,
+                                       finalize=self.sparsity.finalize)
         report = SparsityReportCallback(self.groups)
-        info = RunInfo(model, self.groups, steps_per_epoch, start, c.epochs)
+        info = RunInfo(model, self.groups, steps_per_epoch, start, c.epochs,
+                       self.task.train_size())
         scale = self.task.loss_scale
         # First: each epoch ends on the averaged weights before anything reads them, and
         # begins on the raw ones before anything changes them.

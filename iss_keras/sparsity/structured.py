@@ -1,0 +1,96 @@
+"""What W+G+N sparsity is worth, and the rebuild both its frameworks share.
+
+`compress_structured(model)` removes dead hidden units and dead word-vector
+channels (`iss_keras.shrink` over the ISS families and the embedding channel
+families), then computes only the non-constant gate columns
+(`iss_keras.compact.compress_gates`); both steps are verified on random
+inputs. `gate_neuron_report(model)` gives, per recurrent layer, the hidden
+units and input dimensions kept, the non-constant gates of each type, the
+vocabulary kept, and for the model the weights (all, nonzero), the
+multiply-adds per token before and after, and the compression ratio
+(all weights / nonzero weights, the papers' measure).
+"""
+
+import json
+
+import numpy as np
+from keras import ops
+
+from iss_keras.compact import GatePlan, compress_gates, make_gate_plan, matmul_macs
+from iss_keras.discovery import discover_groups
+from iss_keras.files import write_text
+from iss_keras.gate_discovery import channel_groups, recurrent_cells
+from iss_keras.groups import GroupSet
+from iss_keras.keras_internals import all_layers
+from iss_keras.rebuild import ShrinkPlan, make_plan, shrink
+
+
+class CompressionPlan:
+    """The two steps of a W+G+N rebuild: the `ShrinkPlan` (units and channels kept) and the
+    `GatePlan` (gate columns computed)."""
+
+    def __init__(self, shrink_plan, gate_plan):
+        self.shrink_plan = shrink_plan
+        self.gate_plan = gate_plan
+
+    def summary(self):
+        """Hidden units before and after, per recurrent layer (as `ShrinkPlan.summary`)."""
+        return {name: sizes for name, sizes in self.shrink_plan.summary().items()
+                if not name.endswith("/channels")}
+
+    def to_json(self, **kwargs):
+        return json.dumps({"shrink": self.shrink_plan.get_config(),
+                           "gates": json.loads(self.gate_plan.to_json())}, **kwargs)
+
+    @classmethod
+    def from_json(cls, text):
+        config = json.loads(text)
+        return cls(ShrinkPlan.from_config(config["shrink"]), GatePlan(config["gates"]["layers"]))
+
+    def save(self, path):
+        write_text(path, self.to_json(indent=1))
+
+
+def structured_groups(model):
+    """The hidden-unit families (ISS) and the embedding-channel families of `model`."""
+    return GroupSet(list(discover_groups(model)) + list(channel_groups(model)))
+
+
+def compress_structured(model, verify=True):
+    """`(rebuilt model, CompressionPlan)`: dead units and channels removed, constant gates folded."""
+    shrunk, shrink_plan = shrink(model, structured_groups(model), verify=verify)
+    compact, gate_plan = compress_gates(shrunk, verify=verify)
+    return compact, CompressionPlan(shrink_plan, gate_plan)
+
+
+def _nonzero(variable):
+    return int(np.count_nonzero(np.asarray(ops.convert_to_numpy(variable))))
+
+
+def gate_neuron_report(model):
+    """The W+G+N picture of a sparse (masked, noise-off) model; see the module docstring."""
+    groups = structured_groups(model)
+    plan = make_plan(model, groups)
+    shrunk, _ = shrink(model, groups, verify=False)
+    gates = make_gate_plan(shrunk)
+    compact, _ = compress_gates(shrunk, verify=False)
+    layers = {}
+    for name, cell in recurrent_cells(model).items():
+        kernel = np.asarray(ops.convert_to_numpy(cell.kernel))
+        layers[name] = {
+            "hidden": f"{len(plan.kept[name])}/{cell.units}",
+            "inputs": f"{int((np.abs(kernel).max(axis=1) > 0).sum())}/{kernel.shape[0]}",
+            "nonconstant_gates": gates.summary()[name]["nonconstant_gates"] if name in
+            gates.layers else {},
+        }
+    vocabulary = {}
+    for layer in all_layers(model):
+        if hasattr(layer, "embeddings") and getattr(layer, "input_dim", None):
+            rows = np.abs(np.asarray(ops.convert_to_numpy(layer.embeddings))).max(axis=1) > 0
+            vocabulary[layer.name] = f"{int(rows.sum())}/{rows.size}"
+    weights = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    nonzero = sum(_nonzero(v) for v in model.trainable_weights)
+    return {"layers": layers, "vocabulary": vocabulary, "weights": weights,
+            "nonzero_weights": nonzero, "compression": weights / max(1, nonzero),
+            "macs_per_token": matmul_macs(model), "macs_per_token_after": matmul_macs(compact),
+            "weights_after_rebuild": sum(int(np.prod(v.shape)) for v in compact.trainable_weights)}

@@ -1,0 +1,211 @@
+"""W+G+N: gate compression, the Bayesian (SparseVD) layers and their folding, and pruning."""
+
+import keras
+import numpy as np
+import pytest
+
+from helpers import randomize, value
+from iss_keras.compact import CompactCell, compress_gates, matmul_macs
+from iss_keras.gate_discovery import channel_groups, gate_groups, input_neuron_groups
+from iss_keras.keras_internals import all_layers
+from iss_keras.models.text_classifier import lstm_classifier
+from iss_keras.sparsity import bayesian
+from iss_keras.sparsity.bayesian import SparseVD, SparseVDOptions, fold_into_plain_model
+from iss_keras.sparsity.gate_neuron import GateNeuronOptions, GateNeuronPruning
+from iss_keras.sparsity.structured import compress_structured, gate_neuron_report
+
+
+def zero_some_columns(model, seed):
+    """Zero about half the kernel columns and half the recurrent columns of every gated cell."""
+    rng = np.random.default_rng(seed)
+    for layer in all_layers(model):
+        if isinstance(layer, (keras.layers.LSTMCell, keras.layers.GRUCell)):
+            for w in (layer.kernel, layer.recurrent_kernel):
+                a = value(w).astype("float32")
+                a[:, rng.random(a.shape[1]) < 0.5] = 0
+                w.assign(a)
+
+
+def recurrent_stack():
+    inputs = keras.Input((7, 5))
+    x = keras.layers.Bidirectional(keras.layers.LSTM(6, return_sequences=True))(inputs)
+    x = keras.layers.LSTM(5, return_sequences=True, name="middle")(x)
+    x = keras.layers.GRU(4, return_sequences=True)(x)
+    x = keras.layers.Bidirectional(keras.layers.GRU(3))(x)
+    return keras.Model(inputs, keras.layers.Dense(2)(x))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_gate_compression_computes_the_same_with_fewer_multiply_adds(seed, tmp_path):
+    model = recurrent_stack()
+    randomize(model, seed=seed)
+    zero_some_columns(model, seed)
+    compact, plan = compress_gates(model)  # verifies on random inputs itself
+    x = np.random.default_rng(9).normal(size=(4, 7, 5)).astype("float32")
+    np.testing.assert_allclose(value(compact(x)), value(model(x)), rtol=1e-5, atol=1e-5)
+    assert matmul_macs(compact) < matmul_macs(model)
+    cells = [l for l in all_layers(compact) if isinstance(l, CompactCell)]
+    assert len(cells) == 6 and {c.kind for c in cells} == {"lstm", "gru"}
+    # A gate is constant when both of its columns are zero; the plan counts them.
+    summary = plan.summary()["middle"]
+    kernel, recurrent = (value(w) for w in (model.get_layer("middle").cell.kernel,
+                                            model.get_layer("middle").cell.recurrent_kernel))
+    active = (np.abs(kernel).max(0) > 0) | (np.abs(recurrent).max(0) > 0)
+    assert [summary["nonconstant_gates"][g] for g in "ifco"] == \
+        [int(active[k * 5:(k + 1) * 5].sum()) for k in range(4)]
+    path = str(tmp_path / "compact.keras")
+    compact.save(path)
+    np.testing.assert_allclose(value(keras.saving.load_model(path)(x)), value(compact(x)),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_compressed_model_exports_to_tflite_with_equal_outputs(tmp_path):
+    from iss_keras.export import export_tflite
+
+    inputs = keras.Input((6,), dtype="int32")
+    x = keras.layers.Embedding(30, 8)(inputs)
+    x = keras.layers.LSTM(7)(x)
+    model = keras.Model(inputs, keras.layers.Dense(1)(x))
+    randomize(model, seed=3)
+    zero_some_columns(model, 3)
+    compact, _ = compress_gates(model)
+    report = export_tflite(compact, str(tmp_path / "compact.tflite"), batch_size=1)
+    assert report.max_rel_diff <= 1e-4 and "GATHER" in " ".join(report.ops)
+
+
+def test_gate_and_neuron_groups_have_the_papers_footprints():
+    model = lstm_classifier(50, embedding_size=6, units=4, max_length=5)
+    gates, inputs, channels = gate_groups(model), input_neuron_groups(model), channel_groups(model)
+    (g,), (n,), (c,) = gates, inputs, channels
+    assert g.name == "lstm/gates" and g.size == 16  # 4 gates x 4 units: kernel + recurrent column
+    assert [fp.axis for fp in g.footprints] == [1, 1]
+    assert n.size == 6 and n.footprints[0].axis == 0  # a kernel row per input neuron
+    assert c.name == "embedding/channels" and c.size == 6
+    assert {(fp.variable.split("/")[0], fp.axis, fp.role) for fp in c.footprints} == {
+        ("embedding", 1, "incoming"), ("lstm", 0, "outgoing")}
+
+
+def test_dead_channels_units_and_gates_are_removed_exactly():
+    model = lstm_classifier(40, embedding_size=6, units=5, max_length=8, seed=1)
+    randomize(model, seed=2)
+    cell = model.get_layer("lstm").cell
+    kernel, recurrent = value(cell.kernel), value(cell.recurrent_kernel)
+    kernel[[1, 4]] = 0            # input neurons 1, 4: embedding channels 1 and 4 go
+    recurrent[2] = 0              # hidden unit 2: its recurrent row ...
+    dense = value(model.get_layer("logits").kernel)
+    dense[2] = 0                  # ... and its classifier row: the unit goes
+    kernel[:, [0, 7]] = 0         # gate columns: i of unit 0, f of unit 2 ...
+    recurrent[:, [0]] = 0         # ... input gate of unit 0 constant
+    for w, a in ((cell.kernel, kernel), (cell.recurrent_kernel, recurrent),
+                 (model.get_layer("logits").kernel, dense)):
+        w.assign(a.astype("float32"))
+    report = gate_neuron_report(model)
+    assert report["layers"]["lstm"]["hidden"] == "4/5"
+    assert report["layers"]["lstm"]["inputs"] == "4/6"
+    assert report["layers"]["lstm"]["nonconstant_gates"]["i"] == 3  # unit 0 and unit 2 gone
+    small, plan = compress_structured(model)  # verified on random tokens
+    tokens = np.random.default_rng(0).integers(0, 40, (5, 8)).astype("int32")
+    np.testing.assert_allclose(value(small(tokens)), value(model(tokens)), rtol=1e-5, atol=1e-5)
+    assert small.get_layer("embedding").output_dim == 4
+    assert plan.summary() == {"lstm": (5, 4)}
+    assert report["macs_per_token_after"] == matmul_macs(small) < matmul_macs(model)
+
+
+# -- SparseVD ---------------------------------------------------------------------------------
+
+def test_kl_and_log_alpha_match_numpy():
+    rng = np.random.default_rng(0)
+    mu = rng.normal(size=50).astype("float32")
+    log_sigma = rng.normal(-2, 2, size=50).astype("float32")
+    la = np.clip(2 * log_sigma - np.log(mu.astype(np.float64) ** 2 + 1e-8), -8, 8)
+    np.testing.assert_allclose(value(bayesian.log_alpha(mu, log_sigma)), la, rtol=1e-5, atol=1e-5)
+    k1, k2, k3 = 0.63576, 1.87320, 1.48695
+    expected = k1 - k1 / (1 + np.exp(-(k2 + k3 * la))) + 0.5 * np.log1p(np.exp(-la))
+    np.testing.assert_allclose(value(bayesian.kl_log_uniform(la.astype("float32"))), expected,
+                               rtol=1e-5, atol=1e-6)
+    # The approximation is a KL: >= 0, large for small alpha (informative), -> 0 as alpha grows.
+    assert expected.min() > -1e-3 and expected[np.argmin(la)] > expected[np.argmax(la)]
+    np.testing.assert_array_equal(value(bayesian.kept(mu, log_sigma)), (la <= 3).astype("float32"))
+
+
+def bayesian_classifier(levels="W+G+N", seed=0):
+    method = SparseVD(levels, seed=seed)
+    model = lstm_classifier(60, embedding_size=8, units=6, max_length=9, sparsity=method,
+                            recurrent_activation=bayesian.theano_hard_sigmoid, lasagne_init=True,
+                            seed=seed)
+    method.bind(model, None)
+    return method, model
+
+
+def test_the_noise_is_on_in_training_only_and_the_kl_is_a_loss():
+    method, model = bayesian_classifier()
+    tokens = np.random.default_rng(1).integers(0, 60, (4, 9)).astype("int32")
+    a, b = value(model(tokens, training=True)), value(model(tokens, training=True))
+    assert np.abs(a - b).max() > 0  # noise
+    np.testing.assert_array_equal(value(model(tokens)), value(model(tokens)))
+    for layer in method._layers:
+        layer.kl_scale = 0.5
+    model(tokens, training=True)
+    kl = sum(float(value(l.kl())) for l in method._layers)
+    assert float(sum(value(loss) for loss in model.losses)) == pytest.approx(0.5 * kl, rel=1e-5)
+
+
+@pytest.mark.parametrize("levels", ["W", "W+N", "W+G+N"])
+def test_folding_into_a_plain_model_keeps_the_evaluation_outputs(levels):
+    method, model = bayesian_classifier(levels, seed=2)
+    rng = np.random.default_rng(3)
+    for v in model.trainable_weights:  # means and log sigmas all over the place: some pruned
+        v.assign((rng.normal(size=v.shape) * (2.0 if "log_sigma" in v.path else 0.5)
+                  ).astype("float32"))
+    plain = method.finalize(model)
+    assert not any(isinstance(l, bayesian._Bayesian) for l in all_layers(plain))
+    tokens = rng.integers(0, 60, (5, 9)).astype("int32")
+    np.testing.assert_allclose(value(plain(tokens)), value(model(tokens)), rtol=1e-5, atol=1e-5)
+    small, _ = compress_structured(plain)
+    np.testing.assert_allclose(value(small(tokens)), value(model(tokens)), rtol=1e-5, atol=1e-5)
+
+
+def test_a_removed_gate_is_its_activation_of_the_bias():
+    method, model = bayesian_classifier("W+G+N", seed=4)
+    cell = model.get_layer("lstm").cell
+    gates_mu = value(cell.gates_mu)
+    gates_mu[0] = 0.0   # input gate of unit 0: the preactivation is multiplied by 0 ...
+    cell.gates_mu.assign(gates_mu.astype("float32"))
+    plain = fold_into_plain_model(model)
+    twin = plain.get_layer("lstm").cell
+    assert not value(twin.kernel)[:, 0].any() and not value(twin.recurrent_kernel)[:, 0].any()
+    assert value(twin.bias)[0] == value(cell.bias)[0]  # ... before the bias: act(b) remains
+
+
+# -- pruning -----------------------------------------------------------------------------------
+
+def test_pruning_reaches_exact_zeros_at_every_level():
+    method = GateNeuronPruning("W+G+N", weight_strength=0.05, group_strength=0.5)
+    model = lstm_classifier(60, embedding_size=8, units=6, max_length=9, sparsity=method, seed=1)
+    from iss_keras.discovery import discover_groups
+    from iss_keras.training.loop import RunInfo
+
+    groups = discover_groups(model)
+    method.bind(model, groups)
+    model.compile(keras.optimizers.SGD(0.5), keras.losses.BinaryCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 60, (64, 9)).astype("int32")
+    y = (x[:, -1:] % 2).astype("float32")
+    model.fit(x, y, batch_size=16, epochs=3, verbose=0,
+              callbacks=method.callbacks(RunInfo(model, groups, 4, 0, 3)))
+    report = gate_neuron_report(model)
+    assert report["nonzero_weights"] < 0.5 * report["weights"]
+    cell = model.get_layer("lstm").cell
+    assert (np.abs(value(cell.kernel)).max(1) == 0).any() or \
+        (np.abs(value(cell.kernel)).max(0) == 0).any()  # whole rows or columns exactly zero
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: SparseVDOptions(sparse_vd="LLLLLL"), "sparse_vd must be one of"),
+    (lambda: GateNeuronOptions(wgn_levels="W+G+N"), "needs wgn_weight_strength"),
+    (lambda: GateNeuronOptions(wgn_levels="W", wgn_group_strength=1.0), "has no groups"),
+    (lambda: SparseVD("G"), "levels must be one of"),
+])
+def test_bad_levels_are_named(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
