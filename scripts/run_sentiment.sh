@@ -17,7 +17,8 @@ run() {  # config [fold]
   "$PYTHON" scripts/results.py keep "runs/sentiment/$name" --trainer sentiment --config "$name"
 }
 
-for config in imdb_dense imdb_set imdb_dense_small imdb_iss sst2_dense sst2_set; do
+for config in imdb_dense imdb_set imdb_dense_small imdb_iss sst2_dense sst2_set \
+    imdb_lobacheva_dense imdb_sparsevd_w imdb_sparsevd_wn imdb_sparsevd_wgn; do
   run "$config"
 done
 for set in amazon imdb yelp; do

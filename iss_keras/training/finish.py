@@ -184,6 +184,12 @@ def results_table(results):
             metric = key[:-len("_sparse")]
             rows.append((metric.replace("_", " "), f"{results[key]:.2f}",
                          f"{results[metric + '_shrunk']:.2f}"))
+    structured = results.get("gate_neuron")
+    if structured:  # W+G+N: what the rebuilt model computes, and the papers' compression
+        rows.append(("multiply-adds (rebuilt)", f"{structured['macs_per_token']:,}",
+                     f"{structured['macs_per_token_after']:,}"))
+        rows.append(("nonzero weights", f"{structured['weights']:,}",
+                     f"{structured['nonzero_weights']:,}"))
     speed = results.get("speed", {})
     if "batch1_step_seconds" in speed:
         s = speed["batch1_step_seconds"]
