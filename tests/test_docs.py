@@ -6,7 +6,8 @@ import os
 import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PAGES = ["README.md", "ptb/README.md", "rhns/README.md", "examples/README.md"] + sorted(
+PAGES = ["README.md", "ptb/README.md", "rhns/README.md", "sentiment/README.md",
+         "bidaf/README.md", "examples/README.md"] + sorted(
     os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
 
 

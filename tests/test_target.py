@@ -138,3 +138,21 @@ def test_near_the_goal_the_size_is_checked_every_step_with_the_starting_strength
     assert [reg.strength for reg in target._regs.values()] == [1e-3, 1e-3]
     target.on_train_batch_end(1)  # step 51: checked too, being near
     assert checks[-2:] == [50, 51] or target.reached is not None
+
+
+def test_the_best_epoch_of_a_target_run_is_one_at_the_reached_size(tmp_path):
+    run = target_run(tmp_path, 3, target_reach_epoch=2, target_macs_ratio=1.6)
+    run.config = training.TrainConfig(epochs=3, seed=0, test_checkpoint="best_valid")
+    model = run.train()
+    results = training.finish(run, model, export=False, measure_speed=False)
+    tested = run.history[results["tested_epoch"] - 1]
+    assert tested["target"]["reached"] is not None
+    assert results["hidden_after"] == tested["active_units"]
+
+
+def test_an_epoch_before_the_target_is_reached_is_never_the_best():
+    run = target_run("/tmp/unused_target_run", 3, target_reach_epoch=2, target_macs_ratio=1.6)
+    before = {"valid_perplexity": 50.0, "target": {"reached": None}}
+    after = {"valid_perplexity": 80.0, "target": {"reached": {"step": 10}}}
+    run.history = [before, after]
+    assert not run.is_best(before) and run.is_best(after)

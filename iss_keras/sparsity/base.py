@@ -88,6 +88,11 @@ class SparsityMethod:
     def epoch_summary(self):
         return {}
 
+    def may_be_best(self, row):
+        """Whether the epoch of history `row` may be kept as the best one (e.g. not before a
+        size asked for is reached)."""
+        return True
+
     # 5. clean-up, 6. compression
     def finalize(self, model):
         return model
@@ -103,6 +108,10 @@ class SparsityMethod:
         """What the method adds to results.json (e.g. the size a target run reached), given
         the history rows and the tested model."""
         return {}
+
+    def plots(self, model, directory):
+        """Pictures of what the method learned (PNG paths written), beside the training plots."""
+        return []
 
     def get_config(self):
         return {}
@@ -224,6 +233,9 @@ class Sparsity(SparsityMethod):
             out.update(method.epoch_summary())
         return out
 
+    def may_be_best(self, row):
+        return all(method.may_be_best(row) for method in self.methods)
+
     def finalize(self, model):
         for method in self.methods:
             model = method.finalize(model)
@@ -242,6 +254,9 @@ class Sparsity(SparsityMethod):
         for method in self.methods:
             out.update(method.result_fields(history, model))
         return out
+
+    def plots(self, model, directory):
+        return [path for method in self.methods for path in method.plots(model, directory)]
 
     def get_config(self):
         return {"methods": [{"name": m.name, "config": m.get_config()} for m in self.methods]}

@@ -545,5 +545,10 @@ class SparseVD(SparsityMethod):
     def result_fields(self, history, model=None):
         return {"gate_neuron": gate_neuron_report(model)} if model is not None else {}
 
+    def plots(self, model, directory):
+        from iss_keras.training.plots import plot_gate_structure
+
+        return plot_gate_structure(model, directory)
+
     def get_config(self):
         return {"levels": self.levels, "dense": self.dense, "seed": self.seed}

@@ -140,6 +140,11 @@ class GateNeuronPruning(SparsityMethod):
     def result_fields(self, history, model=None):
         return {"gate_neuron": gate_neuron_report(model)} if model is not None else {}
 
+    def plots(self, model, directory):
+        from iss_keras.training.plots import plot_gate_structure
+
+        return plot_gate_structure(model, directory)
+
     def get_config(self):
         return {"levels": self.levels, "weight_strength": self.weight_strength,
                 "group_strength": self.group_strength}

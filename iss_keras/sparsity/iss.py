@@ -457,6 +457,10 @@ class ISS(SparsityMethod):
     def epoch_summary(self):
         return self.get_state()
 
+    def may_be_best(self, row):
+        """In the target-size mode, only an epoch at the reached size is a candidate."""
+        return self.target is None or bool(row.get("target", {}).get("reached"))
+
     def result_fields(self, history, model=None):
         if self.target is None:
             return {}

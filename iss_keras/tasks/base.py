@@ -27,6 +27,8 @@ knows nothing of language models or question answering; it asks the task:
   shape exported to TFLite (keyword arguments of `export_tflite`).
 * `plot_metrics`, `plot_log_scale`: which epoch-row keys the progress plot draws.
 * `save_assets(directory)`: what serving needs beside the model (e.g. a vocabulary).
+* `result_fields(sparse, shrunk)`: what the task adds to results.json, given the
+  tested `"test"` model and its rebuilt copy (e.g. weights outside embeddings).
 * `train_size()`: terms of the training loss per epoch (examples, or tokens).
 * `loss_scale`: the original's training loss / Keras's mean loss (see
   `iss_keras.training.config`).
@@ -75,6 +77,9 @@ class Task:
 
     def save_assets(self, directory):
         return None
+
+    def result_fields(self, sparse, shrunk):
+        return {}
 
     def train_size(self):
         data = self.fit_data()

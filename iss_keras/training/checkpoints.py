@@ -24,10 +24,18 @@ class CorruptCheckpointError(ValueError):
     """A checkpoint file cannot be read back (truncated, overwritten, not a checkpoint)."""
 
 
+def _random_states(model):
+    """The state of the model's random streams (dropout, noise): the variables Keras keeps
+    beside the weights (`model.variables`), so a resumed run draws what it would have."""
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
 def save_checkpoint(path, model, epoch, history, sparsity_state=None):
-    """Write the model's weights, optimizer variables, the epoch done (0-based),
-    the history rows and the sparsity methods' state, atomically."""
+    """Write the model's weights, optimizer variables, random-stream states, the epoch done
+    (0-based), the history rows and the sparsity methods' state, atomically."""
     arrays = {f"w{i}": ops.convert_to_numpy(v) for i, v in enumerate(model.weights)}
+    arrays.update({f"s{i}": ops.convert_to_numpy(v) for i, v in enumerate(_random_states(model))})
     if model.optimizer is not None and model.optimizer.built:
         arrays.update({f"o{i}": ops.convert_to_numpy(v)
                        for i, v in enumerate(model.optimizer.variables)})
@@ -70,6 +78,12 @@ def load_checkpoint(path, model, optimizer=True):
             "trained with (its workdir has them in flags.txt) or another --workdir.")
     for v, w in zip(model.weights, weights):
         v.assign(w)
+    states = _random_states(model)
+    saved = [data[f"s{i}"] for i in range(len(states)) if f"s{i}" in data]
+    if len(saved) == len(states) and all(tuple(s.shape) == tuple(v.shape)
+                                         for s, v in zip(saved, states)):
+        for v, s in zip(states, saved):  # (a checkpoint without them keeps fresh streams)
+            v.assign(s)
     if optimizer and model.optimizer is not None:
         opt_keys = sorted((k for k in data if k.startswith("o")), key=lambda k: int(k[1:]))
         if opt_keys:

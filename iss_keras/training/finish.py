@@ -88,6 +88,7 @@ def finish(run, model, export=True, tflite=True, quantize=(), measure_speed=True
     })
     results["macs_ratio"] = results["macs_per_token"] / max(1, results["macs_per_token_after"])
     results.update(sparsity.result_fields(run.history, model))
+    results.update(task.result_fields(tester, small_tester))
     dense_serve = copy_for(task, "serve", model)
     small_serve, _ = sparsity.compress(dense_serve)
     # The serving shapes, for servers, devices and benchmarks/inference_speed.py.
@@ -108,6 +109,7 @@ def finish(run, model, export=True, tflite=True, quantize=(), measure_speed=True
     write_text(os.path.join(run.workdir, "results.json"), json.dumps(results, indent=1))
     plot_training(run.history, model, groups, os.path.join(run.workdir, "plots"),
                   metrics=task.plot_metrics, log_scale=task.plot_log_scale)
+    sparsity.plots(model, os.path.join(run.workdir, "plots"))
     return results
 
 

@@ -124,9 +124,12 @@ class Run:
         return 0
 
     def is_best(self, row):
-        """Whether `row` has the best value of the task's monitor so far."""
+        """Whether `row` has the best value of the task's monitor so far, among the epochs
+        the sparsity allows (e.g. a target-size run: those at the reached size)."""
+        if not self.sparsity.may_be_best(row):
+            return False
         key = self.task.monitor
-        values = [r[key] for r in self.history]
+        values = [r[key] for r in self.history if self.sparsity.may_be_best(r)]
         return row[key] == (min(values) if self.task.monitor_mode == "min" else max(values))
 
     def train(self, restore_from=None):
@@ -182,7 +185,11 @@ class Run:
     def tested_weights(self, model):
         """Load the weights `finish` tests into `model`; returns their epoch (1-based)."""
         if self.config.test_checkpoint == "best_valid" and self.history:
-            meta = load_checkpoint(os.path.join(self.workdir, BEST), model, optimizer=False)
+            best = os.path.join(self.workdir, BEST)
+            if not os.path.exists(best):  # no epoch qualified (e.g. a target never reached)
+                print("No epoch qualified as the best one; testing the last epoch's weights.")
+                return len(self.history)
+            meta = load_checkpoint(best, model, optimizer=False)
             return meta["epoch"] + 1
         return len(self.history)
 

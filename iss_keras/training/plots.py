@@ -63,3 +63,44 @@ def plot_training(history, model, groups, directory, metrics=("train_perplexity"
         plt.close(fig)
         written.append(path)
     return written
+
+
+def plot_gate_structure(model, directory):
+    """PNG per gated recurrent layer: which gates of which units still compute (black) and
+    which are constant (white), one row per gate type, as Lobacheva et al.'s figures; and
+    whether each hidden unit is kept. Returns the paths written (none without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    from iss_keras.compact import GATE_NAMES, make_gate_plan
+    from iss_keras.rebuild import make_plan
+    from iss_keras.sparsity.structured import structured_groups
+
+    os.makedirs(directory, exist_ok=True)
+    gates, kept = make_gate_plan(model), make_plan(model, structured_groups(model)).kept
+    written = []
+    for name, entry in gates.layers.items():
+        units, names = entry["units"], GATE_NAMES[entry["kind"]]
+        active = np.zeros(len(names) * units, bool)
+        active[entry["input_columns"]] = True
+        active[entry["recurrent_columns"]] = True
+        grid = active.reshape(len(names), units).astype(float)
+        alive = np.zeros(units)
+        alive[kept.get(name, range(units))] = 1.0
+        fig, ax = plt.subplots(figsize=(max(6, units / 12), 2.2))
+        ax.imshow(np.vstack([grid, alive[None]]), aspect="auto", cmap="Greys",
+                  interpolation="nearest", vmin=0, vmax=1)
+        ax.set_yticks(range(len(names) + 1), list(names) + ["kept"])
+        ax.set_xlabel("hidden unit")
+        ax.set_title(f"{name}: non-constant gates ({int(active.sum())}/{active.size}), "
+                     f"kept units ({int(alive.sum())}/{units})")
+        path = os.path.join(directory, f"gates_{name.replace('/', '_')}.png")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
