@@ -17,7 +17,6 @@ measures its cost, not a speedup.
     python benchmarks/data_parallel.py --quick         # smoke test
 """
 
-import argparse
 import json
 import os
 import platform
@@ -27,20 +26,12 @@ import time
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    import lm_training_args  # beside this script
+
+    p = lm_training_args.parser(__doc__.split("\n")[0], "runs/benchmarks/data_parallel.json",
+                                chunk_batches=30, repeats=5)
     p.add_argument("--devices", type=int, default=2)
-    p.add_argument("--vocab_size", type=int, default=10000)
-    p.add_argument("--hidden", type=int, default=200)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--batch_size", type=int, default=20)
-    p.add_argument("--chunk_batches", type=int, default=30, help="batches per timed chunk")
-    p.add_argument("--repeats", type=int, default=5, help="timed rounds (medians)")
-    p.add_argument("--quick", action="store_true", help="tiny model, 2 rounds: a smoke test")
-    p.add_argument("--out", default="runs/benchmarks/data_parallel.json")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.vocab_size, args.hidden, args.chunk_batches, args.repeats = 300, 16, 4, 2
-    return args
+    return lm_training_args.parse(p, argv, quick_chunk_batches=4)
 
 
 def restart_with_virtual_devices(args):

@@ -16,7 +16,6 @@ at most 1.03). Token ids are random: speed does not depend on the text.
     python benchmarks/train_overhead.py --quick    # smoke test
 """
 
-import argparse
 import json
 import os
 import platform
@@ -30,6 +29,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import iss_keras  # noqa: E402
+import lm_training_args  # noqa: E402  (beside this script)
 from iss_keras.files import write_text  # noqa: E402
 from iss_keras.models.lstm_lm import lstm_language_model  # noqa: E402
 from iss_keras.sparsity import ISS, Sparsity, WeightZeroing  # noqa: E402
@@ -37,20 +37,10 @@ from iss_keras.tasks.language_model import stream_batches  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--vocab_size", type=int, default=10000)
-    p.add_argument("--hidden", type=int, default=200)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--batch_size", type=int, default=20)
-    p.add_argument("--chunk_batches", type=int, default=40, help="batches per timed chunk")
-    p.add_argument("--repeats", type=int, default=7, help="timed rounds (medians)")
+    p = lm_training_args.parser(__doc__.split("\n")[0], "runs/benchmarks/train_overhead.json",
+                                chunk_batches=40, repeats=7)
     p.add_argument("--no_torch", action="store_true")
-    p.add_argument("--quick", action="store_true", help="tiny model, 2 rounds: a smoke test")
-    p.add_argument("--out", default="runs/benchmarks/train_overhead.json")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.vocab_size, args.hidden, args.chunk_batches, args.repeats = 300, 16, 3, 2
-    return args
+    return lm_training_args.parse(p, argv)
 
 
 def keras_candidate(args, iss, enforce, x, y):

@@ -90,7 +90,6 @@ def runs_table(runs, anchors):
               "date, commit |\n|---|---|---|---|---|---|---|---|---|---|")
     rows = [header]
     for config, r in runs.items():
-        run = r["run"]
         anchor = anchors.get(config)
         published = (f"{anchor['valid_perplexity']:.2f} / {anchor['test_perplexity']:.2f}"
                      if anchor else "—")
@@ -98,13 +97,7 @@ def runs_table(runs, anchors):
             published = "pipeline check, not a reproduction"
         removed_original = [b - z for b, z in zip(r["hidden_before"], r["all_zero_units"])]
         speed = r.get("export", {}).get("tflite_speed", {}).get("batch1_speedup")
-        wall = run["train_seconds"] + run["eval_seconds"] + run["finish_seconds"]
-        machine = run["machine"]
-        where = (f"{machine['cpu']} ×{machine['cores']}"
-                 + (f" + {', '.join(machine['accelerators'])}" if machine["accelerators"] else "")
-                 + f", {run['backend']}, {_hours(wall)}, {run['date_utc'][:10]}, "
-                 + f"`{(run['commit'] or 'unknown')[:7]}`"
-                 + (" (+ uncommitted changes)" if run.get("uncommitted_changes") else ""))
+        where = _where(r)
         rows.append(
             f"| `{config}` | {_units(r['hidden_before'], r['hidden_after'])} | "
             f"{'/'.join(map(str, removed_original))} | "

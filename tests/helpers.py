@@ -119,3 +119,26 @@ def assert_shrunk_outputs_equal(model, small, plan, seed):
         if ("output", i) in maps:
             e = shrinking.remap(e, {e.ndim - 1: maps[("output", i)]})
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+
+
+def tiny_classification_run(workdir, epochs, options, seed=5):
+    """A `Run` of a tiny LSTM classifier on the UCI Yelp sentences with the sparsity the
+    method options ask for (e.g. `[SETOptions(set_density=0.2)]`)."""
+    from conftest import shared_file
+    from iss_keras import sparsity as sparsity_lib
+    from iss_keras.datasets.sentiment import load_uci
+    from iss_keras.models.text_classifier import lstm_classifier
+    from iss_keras.tasks.classification import ClassificationConfig, TextClassificationTask
+    from iss_keras.training import Run, TrainConfig
+
+    data = load_uci(shared_file("sentiment", "uci_labelled_sentences"), "yelp")
+    config = ClassificationConfig(dataset="uci_yelp", max_words=500, max_length=20, batch_size=50)
+
+    def build(*, vocab_size, num_classes, max_length, batch_size, training, sparsity):
+        return lstm_classifier(vocab_size, num_classes, embedding_size=8, units=6,
+                               max_length=max_length, sparsity=sparsity, seed=1)
+
+    method = sparsity_lib.from_options(options, sparsity_lib.OptionContext(seed=seed))
+    return Run(TextClassificationTask(build, data, config), method,
+               TrainConfig(epochs=epochs, optimizer="adam", learning_rate=0.01, max_grad_norm=0,
+                           lr_schedule="constant", seed=1), str(workdir), verbose=0)

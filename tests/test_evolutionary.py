@@ -1,14 +1,12 @@
 """SET: Erdős–Rényi masks, exact zeros through optimizer steps, evolution, resume, .keras files."""
 
 import json
-import os
 
 import keras
 import numpy as np
 import pytest
 
 from helpers import value
-from iss_keras import sparsity as sparsity_lib
 from iss_keras.models.text_classifier import lstm_classifier
 from iss_keras.sparsity.evolutionary import (SET, MaskConstraint, SETOptions,
                                              erdos_renyi_density, pack_mask, solve_epsilon,
@@ -140,38 +138,21 @@ def test_the_topology_survives_a_keras_file_and_a_checkpoint_state(tmp_path):
     assert again._rng.random() == method._rng.random()
 
 
-def test_a_killed_run_resumes_with_the_same_topology(tmp_path, monkeypatch):
-    from conftest import shared_file
-    from iss_keras.datasets.sentiment import load_uci
-    from iss_keras.tasks.classification import ClassificationConfig, TextClassificationTask
-    from iss_keras.training import Run, TrainConfig
-
-    data_set = load_uci(shared_file("sentiment", "uci_labelled_sentences"), "yelp")
-    config = ClassificationConfig(dataset="uci_yelp", max_words=500, max_length=20, batch_size=50)
-
-    def build(*, vocab_size, num_classes, max_length, batch_size, training, sparsity):
-        return lstm_classifier(vocab_size, num_classes, embedding_size=8, units=6,
-                               max_length=max_length, sparsity=sparsity, seed=1)
+def test_a_killed_run_resumes_with_the_same_topology(tmp_path):
+    from helpers import tiny_classification_run
 
     def run(workdir, epochs):
-        method = sparsity_lib.from_options([SETOptions(set_density=0.2)],
-                                           sparsity_lib.OptionContext(seed=5))
-        return Run(TextClassificationTask(build, data_set, config), method,
-                   TrainConfig(epochs=epochs, optimizer="adam", learning_rate=0.01,
-                               max_grad_norm=0, lr_schedule="constant", seed=1),
-                   str(workdir), verbose=0)
+        return tiny_classification_run(workdir, epochs, [SETOptions(set_density=0.2)])
 
     straight = run(tmp_path / "straight", 3)
     expected = straight.train().get_weights()
-    killed = run(tmp_path / "killed", 2)
-    killed.train()  # "killed" after epoch 2; the same command with 3 epochs resumes
+    run(tmp_path / "killed", 2).train()  # "killed" after epoch 2; the same command with 3 resumes
     resumed = run(tmp_path / "killed", 3)
     got = resumed.train().get_weights()
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
     for e, g in zip(expected, got):
         np.testing.assert_allclose(g, e, atol=1e-6)
     assert straight.sparsity.find("set").turnover == resumed.sparsity.find("set").turnover
-
 
 def test_bad_set_options_are_named():
     with pytest.raises(ValueError, match="not both"):

@@ -212,26 +212,10 @@ def test_bad_levels_are_named(make, message):
 
 
 def test_a_sparse_vd_run_resumes_exactly_with_its_noise_streams(tmp_path):
-    from conftest import shared_file
-    from iss_keras import sparsity as sparsity_lib
-    from iss_keras.datasets.sentiment import load_uci
-    from iss_keras.tasks.classification import ClassificationConfig, TextClassificationTask
-    from iss_keras.training import Run, TrainConfig
-
-    data = load_uci(shared_file("sentiment", "uci_labelled_sentences"), "yelp")
-    config = ClassificationConfig(dataset="uci_yelp", max_words=500, max_length=20, batch_size=50)
-
-    def build(*, vocab_size, num_classes, max_length, batch_size, training, sparsity):
-        return lstm_classifier(vocab_size, num_classes, embedding_size=8, units=6,
-                               max_length=max_length, sparsity=sparsity, seed=1)
+    from helpers import tiny_classification_run
 
     def run(workdir, epochs):
-        method = sparsity_lib.from_options([SparseVDOptions(sparse_vd="W+G+N")],
-                                           sparsity_lib.OptionContext(seed=5))
-        return Run(TextClassificationTask(build, data, config), method,
-                   TrainConfig(epochs=epochs, optimizer="adam", learning_rate=0.01,
-                               max_grad_norm=0, lr_schedule="constant", seed=1),
-                   str(workdir), verbose=0)
+        return tiny_classification_run(workdir, epochs, [SparseVDOptions(sparse_vd="W+G+N")])
 
     expected = run(tmp_path / "straight", 2).train().get_weights()
     run(tmp_path / "killed", 1).train()

@@ -37,7 +37,7 @@ from keras import ops
 
 from iss_keras.options import option
 from iss_keras.sparsity.base import SparsityMethod
-from iss_keras.sparsity.structured import compress_structured, gate_neuron_report
+from iss_keras.sparsity.structured import StructuredRebuild
 
 K1, K2, K3 = 0.63576, 1.87320, 1.48695
 LOG_ALPHA_CLIP = 8.0   # the original's clip_func(to=8)
@@ -474,7 +474,7 @@ class SparseVDOptions:
                              f"{self.sparse_vd!r}")
 
 
-class SparseVD(SparsityMethod):
+class SparseVD(StructuredRebuild, SparsityMethod):
     """Variational-dropout sparsification of the embedding, LSTMs and output layer.
 
     Args:
@@ -488,7 +488,6 @@ class SparseVD(SparsityMethod):
 
     name = "sparse_vd"
     sparsifies = True
-    compresses = True
     Options = SparseVDOptions
 
     def __init__(self, levels, dense=True, seed=0):
@@ -538,17 +537,6 @@ class SparseVD(SparsityMethod):
     def finalize(self, model):
         return fold_into_plain_model(model) if any(isinstance(l, _Bayesian)
                                                    for l in model.layers) else model
-
-    def compress(self, model, groups=None):
-        return compress_structured(model)
-
-    def result_fields(self, history, model=None):
-        return {"gate_neuron": gate_neuron_report(model)} if model is not None else {}
-
-    def plots(self, model, directory):
-        from iss_keras.training.plots import plot_gate_structure
-
-        return plot_gate_structure(model, directory)
 
     def get_config(self):
         return {"levels": self.levels, "dense": self.dense, "seed": self.seed}

@@ -31,7 +31,7 @@ from iss_keras.keras_internals import all_layers
 from iss_keras.options import check_at_least, option
 from iss_keras.sparsity.base import SparsityMethod, check_strength
 from iss_keras.sparsity.iss import ComponentEnforcer
-from iss_keras.sparsity.structured import compress_structured, gate_neuron_report
+from iss_keras.sparsity.structured import StructuredRebuild
 
 LEVELS = ("W", "W+N", "W+G+N")
 
@@ -79,7 +79,7 @@ class _SoftThreshold(keras.callbacks.Callback):
                 v.assign(ops.sign(v) * ops.maximum(ops.abs(v) - step, 0.0))
 
 
-class GateNeuronPruning(SparsityMethod):
+class GateNeuronPruning(StructuredRebuild, SparsityMethod):
     """W / W+N / W+G+N pruning by proximal group Lasso (see the module docstring).
 
     Args:
@@ -94,7 +94,6 @@ class GateNeuronPruning(SparsityMethod):
 
     name = "gate_neuron"
     sparsifies = True
-    compresses = True
     Options = GateNeuronOptions
 
     def __init__(self, levels, weight_strength=0.0, group_strength=0.0):
@@ -133,17 +132,6 @@ class GateNeuronPruning(SparsityMethod):
                                              strengths={f.name: self.group_strength
                                                         for f in families}))
         return out
-
-    def compress(self, model, groups=None):
-        return compress_structured(model)
-
-    def result_fields(self, history, model=None):
-        return {"gate_neuron": gate_neuron_report(model)} if model is not None else {}
-
-    def plots(self, model, directory):
-        from iss_keras.training.plots import plot_gate_structure
-
-        return plot_gate_structure(model, directory)
 
     def get_config(self):
         return {"levels": self.levels, "weight_strength": self.weight_strength,

@@ -63,6 +63,24 @@ def compress_structured(model, verify=True):
     return compact, CompressionPlan(shrink_plan, gate_plan)
 
 
+class StructuredRebuild:
+    """What the W+G+N methods share (mixed into their `SparsityMethod`): the rebuild, the
+    report in results.json and the gate-structure pictures."""
+
+    compresses = True
+
+    def compress(self, model, groups=None):
+        return compress_structured(model)
+
+    def result_fields(self, history, model=None):
+        return {"gate_neuron": gate_neuron_report(model)} if model is not None else {}
+
+    def plots(self, model, directory):
+        from iss_keras.training.plots import plot_gate_structure
+
+        return plot_gate_structure(model, directory)
+
+
 def _nonzero(variable):
     return int(np.count_nonzero(np.asarray(ops.convert_to_numpy(variable))))
 
