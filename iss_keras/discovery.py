@@ -19,6 +19,7 @@ layers go through the same consumer interface (the built-in rules below).
 import collections
 
 import keras
+import numpy as np
 
 from iss_keras.groups import Footprint, GroupSet, UnitFamily
 from iss_keras.keras_internals import all_layers, graph_nodes, is_graph_model, sequential_graph
@@ -314,8 +315,18 @@ class _Tracer:
             self._consume(node, tensor, start, family, role)
 
     def _add(self, family, footprint):
-        if all(f.key() != footprint.key() for f in family.footprints):
-            family.footprints.append(footprint)
+        """Add `footprint` to the family, merged into one it shares a variable axis with
+        (a unit read at several offsets of one kernel, e.g. `[g; g * a]`: one footprint per
+        axis, with one offset per read)."""
+        for i, f in enumerate(family.footprints):
+            if f.key() == footprint.key():
+                return
+            if (f.variable, f.axis, f.step, f.penalized, f.role) == (
+                    footprint.variable, footprint.axis, footprint.step, footprint.penalized,
+                    footprint.role):
+                family.footprints[i] = _merged(f, footprint, family)
+                return
+        family.footprints.append(footprint)
 
     def _consume(self, node, tensor, start, family, role):
         layer = node.operation
@@ -329,6 +340,22 @@ class _Tracer:
                 f"Supported consumers: {SUPPORTED_CONSUMERS}; a custom layer declares "
                 "itself with an iss_consume(consumption) method (see iss_keras.discovery).")
         rule(Consumption(self, node, tensor, start, family, role))
+
+
+def _merged(a, b, family):
+    """One footprint owning the indices of both `a` and `b` (same variable, axis and step)."""
+    start = min(a.start, b.start)
+    offsets = sorted({a.start - start + o for o in a.offsets} | {b.start - start + o
+                                                                  for o in b.offsets})
+    merged = Footprint(a.variable, axis=a.axis, start=start, offsets=offsets, step=a.step,
+                       penalized=a.penalized, role=a.role)
+    indices = merged.indices(family.size)
+    if len(np.unique(indices)) != indices.size:
+        raise UnsupportedLayerError(
+            f"Units of {family.name!r} are read twice by the same slices of {a.variable!r} "
+            f"(axis {a.axis}, at {a.start} and at {b.start}): one weight would belong to two "
+            "units. Read each unit's channel once per consumer.")
+    return merged
 
 
 class Consumption:

@@ -61,6 +61,35 @@ def test_keep_refuses_an_unfinished_run_and_copies_a_finished_one(tmp_path, monk
     assert json.loads((kept / "results.json").read_text())["hidden_after"] == [120, 97]
 
 
-def test_missing_markers_are_named():
-    with pytest.raises(SystemExit, match="markers for table 'ptb'"):
-        results_script.render("# no markers here\n", {"ptb": "| x |"})
+def test_missing_markers_are_named(tmp_path, monkeypatch):
+    (tmp_path / "README.md").write_text("# no markers here\n")
+    monkeypatch.setattr(results_script, "ROOT", str(tmp_path))
+    with pytest.raises(SystemExit, match=r"markers for tables \['ptb'\]"):
+        results_script.render_pages({"ptb": "| x |"}, pages=("README.md",))
+
+
+def test_each_table_fills_the_page_holding_its_markers(tmp_path, monkeypatch):
+    marked = {name: f"{results_script.BEGIN.format(name=name)}\nold\n"
+                    f"{results_script.END.format(name=name)}\n" for name in ("a", "b")}
+    (tmp_path / "README.md").write_text("top\n" + marked["a"])
+    (tmp_path / "sub.md").write_text(marked["b"] + "bottom\n")
+    monkeypatch.setattr(results_script, "ROOT", str(tmp_path))
+    pages = results_script.render_pages({"a": "| A |", "b": "| B |"},
+                                        pages=("README.md", "sub.md"))
+    assert "| A |" in pages["README.md"][1] and "| B |" not in pages["README.md"][1]
+    assert pages["sub.md"][1].startswith(results_script.BEGIN.format(name="b") + "\n| B |\n")
+    assert "old" in pages["sub.md"][0]
+
+
+def test_bidaf_table_reads_em_f1_and_sizes():
+    r = {"test_em_sparse": 6.8, "test_f1_sparse": 14.7, "test_em_shrunk": 6.8,
+         "test_f1_shrunk": 14.7, "same_answers_shrunk": True, "hidden_after": [21, 21, 16, 16, 12, 12],
+         "target": {"reached": {"active_units": [21, 8, 2, 16, 9, 12]}},
+         "non_embedding_weights": 364335, "non_embedding_weights_after": 231607,
+         "macs_per_token": 268416, "macs_per_token_after": 136064,
+         "speed": {"batch1_step_seconds": {"dense": 0.0927, "shrunk": 0.0892}},
+         "run": dict(fake_results()["run"], config={
+             "sparsity": {"methods": [{"name": "iss", "config": {"target": {"units": None}}}]}})}
+    row = results_script.bidaf_table({"quick_iss": r}).splitlines()[2]
+    assert "6.80 / 14.70 (yes)" in row and "21/8, 2/16, 9/12" in row and "| 21, 16, 12 |" in row
+    assert "364,335 → 231,607" in row and "(1.97×)" in row and "pipeline check" in row

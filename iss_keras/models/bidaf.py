@@ -42,6 +42,8 @@ import numpy as np
 from keras import ops
 
 from iss_keras.sparsity.base import as_sparsity
+from iss_keras.sparsity.elementwise import ZeroOut
+from iss_keras.sparsity.iss import ISSRegularizer
 
 VERY_NEGATIVE = -1e30  # the original's exp_mask constant (my/tensorflow/general.py:10-13, :110-124)
 GATES = 4              # Keras LSTM kernels: gates i, f, c, o side by side
@@ -191,8 +193,9 @@ class SplitEmbedding(_EndsMasks, keras.layers.Layer):
         """Fill both tables from one `(input_dim, output_dim)` matrix."""
         matrix = np.asarray(matrix, dtype="float32")
         if matrix.shape != (self.input_dim, self.output_dim):
-            raise ValueError(f"The word vectors must be of shape {(self.input_dim, self.output_dim)}"
-                             f". Received: {matrix.shape}")
+            expected = (self.input_dim, self.output_dim)
+            raise ValueError(f"The word vectors must be of shape {expected}. Received: "
+                             f"{matrix.shape}")
         self.trained.assign(matrix[:self.num_trainable])
         if self.fixed is not None:
             self.fixed.assign(matrix[self.num_trainable:])
@@ -273,8 +276,6 @@ def lstm_arguments(input_width, units, sparsity, seed, iss=True):
     `iss=False` leaves the ISS group Lasso out (the contextual LSTM, which the
     original's groups do not cover) and keeps its element-wise part.
     """
-    from iss_keras.sparsity.iss import ISSRegularizer
-
     recurrent_reg = sparsity.regularizer("recurrent_kernel")
     if not iss and isinstance(recurrent_reg, ISSRegularizer):
         recurrent_reg = recurrent_reg.elementwise
@@ -293,12 +294,14 @@ def lstm_arguments(input_width, units, sparsity, seed, iss=True):
 
 def bidirectional_lstm(input_width, units, sparsity, seed, name, iss=True):
     """A `Bidirectional(LSTM)` (merge "concat") of the original's cells, both directions
-    seeded apart."""
-    forward = keras.layers.LSTM(**lstm_arguments(input_width, units, sparsity, seed, iss),
-                                name=f"forward_{name}")
-    backward = keras.layers.LSTM(**lstm_arguments(input_width, units, sparsity,
-                                                  None if seed is None else seed + 2, iss),
-                                 go_backwards=True, name=f"backward_{name}")
+    seeded apart; the LSTMs are made by `sparsity.layer` (a method may bring its own)."""
+    forward = sparsity.layer(keras.layers.LSTM,
+                             **lstm_arguments(input_width, units, sparsity, seed, iss),
+                             name=f"forward_{name}")
+    backward = sparsity.layer(keras.layers.LSTM,
+                              **lstm_arguments(input_width, units, sparsity,
+                                               None if seed is None else seed + 2, iss),
+                              go_backwards=True, name=f"backward_{name}")
     return keras.layers.Bidirectional(forward, backward_layer=backward, name=name)
 
 
@@ -565,11 +568,12 @@ class _Builder:
     def regularizer(self, slot):
         return self.sparsity.regularizer(slot)
 
+    def layer(self, cls, *args, **kwargs):
+        return self.sparsity.layer(cls, *args, **kwargs)
+
     def constraint(self, slot):
         found = self.sparsity.constraint(slot)
         if found is None and self.zero_threshold:
-            from iss_keras.sparsity.elementwise import ZeroOut
-
             return ZeroOut(self.zero_threshold)
         return found
 
@@ -579,11 +583,12 @@ class _Builder:
         return keras.layers.Dropout(1.0 - keep, seed=self.seeds(), name=name)(x)
 
     def dense_logits(self, x, name):
-        return keras.layers.Dense(
-            1, kernel_initializer=keras.initializers.GlorotUniform(seed=self.seeds()),
-            kernel_regularizer=self.regularizer("kernel"), bias_regularizer=self.regularizer("bias"),
-            kernel_constraint=self.constraint("kernel"), bias_constraint=self.constraint("bias"),
-            name=name)(x)
+        return self.layer(
+            keras.layers.Dense, 1,
+            kernel_initializer=keras.initializers.GlorotUniform(seed=self.seeds()),
+            kernel_regularizer=self.regularizer("kernel"),
+            bias_regularizer=self.regularizer("bias"), kernel_constraint=self.constraint("kernel"),
+            bias_constraint=self.constraint("bias"), name=name)(x)
 
     def bilstm(self, x, mask, units, name, iss=True):
         layer = bidirectional_lstm(x.shape[-1], units, self, self.seeds(), name, iss)
@@ -632,7 +637,7 @@ def bidaf(hidden_size, word_vocab_size, num_trainable_words, char_vocab_size, wo
         zero_threshold: when the method gives a weight no constraint, zero
             |w| below this after every step anyway (the original does so in
             every run, baseline included, model.py:419-438 and
-            trainer.py:31-33). 0: off.
+            trainer.py:87-89). 0: off.
         word_vectors: initial word vectors `(word_vocab_size, word_dim)` (GloVe
             rows and N(0, 1) samples, `iss_keras.datasets.squad.word_embedding_matrix`).
         seed: initializer and dropout seed.
@@ -692,8 +697,8 @@ def bidaf(hidden_size, word_vocab_size, num_trainable_words, char_vocab_size, wo
 
     g = BiAttention(kernel_initializer=keras.initializers.GlorotUniform(seed=b.seeds()),
                     kernel_regularizer=b.regularizer("kernel"),
-                    bias_regularizer=b.regularizer("bias"), kernel_constraint=b.constraint("kernel"),
-                    bias_constraint=b.constraint("bias"),
+                    bias_regularizer=b.regularizer("bias"),
+                    kernel_constraint=b.constraint("kernel"), bias_constraint=b.constraint("bias"),
                     name="attention")([h, u, context_mask, question_mask])
     g0 = b.bilstm(b.dropout(g, keep, "g0_dropout"), context_mask, d, "g0")
     g1 = b.bilstm(b.dropout(g0, keep, "g1_dropout"), context_mask, d, "g1")
