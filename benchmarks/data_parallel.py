@@ -22,16 +22,15 @@ import os
 import platform
 import subprocess
 import sys
-import time
+
+import training_common  # beside this script
 
 
 def parse_args(argv=None):
-    import lm_training_args  # beside this script
-
-    p = lm_training_args.parser(__doc__.split("\n")[0], "runs/benchmarks/data_parallel.json",
+    p = training_common.parser(__doc__.split("\n")[0], "runs/benchmarks/data_parallel.json",
                                 chunk_batches=30, repeats=5)
     p.add_argument("--devices", type=int, default=2)
-    return lm_training_args.parse(p, argv, quick_chunk_batches=4)
+    return training_common.parse(p, argv, quick_chunk_batches=4)
 
 
 def restart_with_virtual_devices(args):
@@ -87,15 +86,7 @@ def main(argv=None):
     candidates = {"one_device": candidate(args, distribution.placement("none"), x, y),
                   "data_parallel": candidate(
                       args, distribution.data_parallel(devices[:args.devices]), x, y)}
-    times = {name: [] for name in candidates}
-    for fn in candidates.values():  # warm-up: tracing and first-call costs
-        fn()
-    for _ in range(args.repeats):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    medians = {name: float(np.median(t)) for name, t in times.items()}
+    medians = training_common.median_seconds(candidates, args.repeats)
     result = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "backend": keras.backend.backend(), "keras": keras.__version__,

@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -29,7 +28,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import iss_keras  # noqa: E402
-import lm_training_args  # noqa: E402  (beside this script)
+import training_common  # noqa: E402  (beside this script)
 from iss_keras.files import write_text  # noqa: E402
 from iss_keras.models.lstm_lm import lstm_language_model  # noqa: E402
 from iss_keras.sparsity import ISS, Sparsity, WeightZeroing  # noqa: E402
@@ -37,10 +36,10 @@ from iss_keras.tasks.language_model import stream_batches  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = lm_training_args.parser(__doc__.split("\n")[0], "runs/benchmarks/train_overhead.json",
+    p = training_common.parser(__doc__.split("\n")[0], "runs/benchmarks/train_overhead.json",
                                 chunk_batches=40, repeats=7)
     p.add_argument("--no_torch", action="store_true")
-    return lm_training_args.parse(p, argv)
+    return training_common.parse(p, argv)
 
 
 def keras_candidate(args, iss, enforce, x, y):
@@ -108,16 +107,8 @@ def main(argv=None):
             torch_note = "measured"
         except ImportError:
             pass
-    times = {name: [] for name in candidates}
-    for name, fn in candidates.items():  # warm-up: tracing and first-call costs
-        fn()
-    for _ in range(args.repeats):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
     tokens = x.size
-    medians = {name: float(np.median(t)) for name, t in times.items()}
+    medians = training_common.median_seconds(candidates, args.repeats)
     result = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "backend": keras.backend.backend(), "keras": keras.__version__},

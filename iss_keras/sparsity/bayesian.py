@@ -37,7 +37,7 @@ from keras import ops
 
 from iss_keras.options import option
 from iss_keras.sparsity.base import SparsityMethod
-from iss_keras.sparsity.structured import StructuredRebuild
+from iss_keras.sparsity.structured import LEVELS, StructuredRebuild
 
 K1, K2, K3 = 0.63576, 1.87320, 1.48695
 LOG_ALPHA_CLIP = 8.0   # the original's clip_func(to=8)
@@ -454,9 +454,6 @@ def fold_into_plain_model(model):
 
 
 # -- the method ---------------------------------------------------------------------------
-
-LEVELS = ("W", "W+N", "W+G+N")
-
 
 @dataclasses.dataclass
 class SparseVDOptions:

@@ -31,10 +31,7 @@ from iss_keras.keras_internals import all_layers
 from iss_keras.options import check_at_least, option
 from iss_keras.sparsity.base import SparsityMethod, check_strength
 from iss_keras.sparsity.iss import ComponentEnforcer
-from iss_keras.sparsity.structured import StructuredRebuild
-
-LEVELS = ("W", "W+N", "W+G+N")
-
+from iss_keras.sparsity.structured import LEVELS, StructuredRebuild
 
 @dataclasses.dataclass
 class GateNeuronOptions:

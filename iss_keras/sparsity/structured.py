@@ -24,6 +24,10 @@ from iss_keras.groups import GroupSet
 from iss_keras.keras_internals import all_layers
 from iss_keras.rebuild import ShrinkPlan, make_plan, shrink
 
+# The levels of groups both W+G+N frameworks sparsify (Lobacheva et al.): each weight; + input
+# and hidden neurons; + each gate's preactivation.
+LEVELS = ("W", "W+N", "W+G+N")
+
 
 class CompressionPlan:
     """The two steps of a W+G+N rebuild: the `ShrinkPlan` (units and channels kept) and the

@@ -1,6 +1,10 @@
-"""The command-line shape of the training benchmarks' language model (one place for both)."""
+"""What the training benchmarks share: their language model's command-line shape and the timed
+rounds (one place for both)."""
 
 import argparse
+import time
+
+import numpy as np
 
 
 def parser(description, out, chunk_batches, repeats):
@@ -24,3 +28,18 @@ def parse(p, argv=None, quick_chunk_batches=3):
         args.vocab_size, args.hidden, args.chunk_batches, args.repeats = (300, 16,
                                                                           quick_chunk_batches, 2)
     return args
+
+
+def median_seconds(candidates, repeats):
+    """name -> median seconds of `fn()` over `repeats` rounds, the candidates taking turns
+    in each round (so a slow phase of a shared machine hits all of them), after one warm-up
+    call each (tracing and first-call costs)."""
+    times = {name: [] for name in candidates}
+    for fn in candidates.values():
+        fn()
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
