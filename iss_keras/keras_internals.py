@@ -136,7 +136,9 @@ def averaged_weights_callback(resumed):
             optimizer = self.model.optimizer
             for var, raw in zip(optimizer._trainable_variables,
                                 optimizer._model_variables_moving_average):
-                var.assign(ops.where(ops.equal(raw, 0), ops.zeros_like(var), var))
+                # `.value`: JAX cannot take the dtype of a Keras variable (sharded or not).
+                var.assign(ops.where(ops.equal(raw.value, 0), ops.zeros_like(var.value),
+                                     var.value))
             if epoch == self.params["epochs"] - 1:
                 # fit ends by copying the optimizer's slot (now the raw weights) into the
                 # model; the checkpoint just written keeps the raw weights there, so that a

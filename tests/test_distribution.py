@@ -129,3 +129,27 @@ def test_several_tensorflow_workers_are_refused_with_the_upstream_issue(monkeypa
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(distribution.DistributionError, match="TF_CONFIG is not valid JSON"):
         distribution.placement("data_parallel")
+
+
+@pytest.mark.slow
+def test_bidaf_runs_data_parallel_under_jax_with_moving_averages(tmp_path):
+    """bidaf/ end to end on 2 virtual devices under JAX: its moving averages of the weights
+    (--ema) are swapped in each epoch, which reads the variables JAX shards."""
+    pytest.importorskip("jax")
+    from conftest import shared_file
+    workdir = str(tmp_path / "run")
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bidaf", "train.py"),
+         f"--flagfile={os.path.join(ROOT, 'bidaf', 'configs', 'tiny_test.flags')}",
+         f"--squad_dev={shared_file('squad', 'dev-v1.1.json')}",
+         f"--glove={shared_file('glove', 'glove.6B.50d.top50000.txt.gz')}",
+         f"--workdir={workdir}", "--epochs=1", "--noexport",
+         "--distribution=data_parallel", "--devices=2"],
+        capture_output=True, text=True, timeout=600, env=two_devices("jax"), cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "data parallel over 2 replicas" in out.stdout
+    results = json.load(open(os.path.join(workdir, "results.json")))
+    assert results["run"]["distribution"] == {**results["run"]["distribution"], "replicas": 2,
+                                              "engine": "jax"}
+    assert results["run"]["config"]["ema"] > 0
+    assert results["test_f1_shrunk"] == results["test_f1_sparse"]
