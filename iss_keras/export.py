@@ -24,6 +24,7 @@ import numpy as np
 from iss_keras.files import atomic_path
 from iss_keras.keras_internals import outputs_from_zero_state, tflite_op_names
 from iss_keras.rebuild import probe_inputs
+from iss_keras.startup import quietly
 
 QUANTIZATIONS = (None, "int8", "float16")
 
@@ -269,9 +270,10 @@ def tflite_interpreter(model_content=None, model_path=None, num_threads=None, de
     if not delegates:
         kwargs["experimental_op_resolver_type"] = \
             litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interp = litert.Interpreter(model_content=model_content, model_path=model_path,
-                                num_threads=num_threads, **kwargs)
-    interp.allocate_tensors()
+    with quietly():  # LiteRT's C++ "Created TensorFlow Lite XNNPACK delegate" line
+        interp = litert.Interpreter(model_content=model_content, model_path=model_path,
+                                    num_threads=num_threads, **kwargs)
+        interp.allocate_tensors()
     return interp
 
 

@@ -18,6 +18,7 @@ What must happen before a backend runs its first operation happens here too:
 """
 
 import contextlib
+import ctypes
 import os
 import sys
 
@@ -57,6 +58,14 @@ def _before_first_operation(keras, count):
         keras.distribution.initialize()
 
 
+def _flush_c_streams():
+    """fflush(NULL): write out the C library's buffered streams now."""
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library to reach (e.g. some Windows builds)
+        pass
+
+
 @contextlib.contextmanager
 def _stderr_silenced():
     """Send file descriptor 2 (where C++ libraries write) to /dev/null meanwhile."""
@@ -66,6 +75,7 @@ def _stderr_silenced():
     try:
         yield
     finally:
+        _flush_c_streams()  # a buffered C message must go to /dev/null, not to the restored fd
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
@@ -73,8 +83,9 @@ def _stderr_silenced():
 
 @contextlib.contextmanager
 def quietly():
-    """Hide C++ messages meanwhile (e.g. importing TensorFlow late), unless asked for."""
-    with contextlib.nullcontext() if user_wants_backend_logs() else _stderr_silenced():
+    """Hide C++ messages meanwhile (e.g. importing TensorFlow late, LiteRT's delegate line),
+    unless the user asked for them when iss_keras was imported."""
+    with contextlib.nullcontext() if ASKED_FOR_LOGS else _stderr_silenced():
         yield
 
 
@@ -82,6 +93,11 @@ def user_wants_backend_logs(environ=None):
     """Whether TF_CPP_MIN_LOG_LEVEL asks for TensorFlow's info messages (0 or 1)."""
     environ = os.environ if environ is None else environ
     return environ.get("TF_CPP_MIN_LOG_LEVEL", "2").strip() in ("0", "1")
+
+
+# The user's wish, read before any backend starts: importing TensorFlow sets
+# TF_CPP_MIN_LOG_LEVEL to 1 itself, which would read as "asked for" afterwards.
+ASKED_FOR_LOGS = user_wants_backend_logs()
 
 
 def start_backend_quietly():

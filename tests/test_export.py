@@ -188,3 +188,17 @@ def test_missing_export_extra_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # as if not installed
     with pytest.raises(ImportError, match=r"iss_keras\[export\]"):
         export_lib.tflite_interpreter(model_content=b"")
+
+
+def test_running_a_tflite_model_prints_no_cpp_messages(tmp_path):
+    """LiteRT announces its XNNPACK delegate from C++ on stderr; `make demo` stays quiet."""
+    path = tmp_path / "m.tflite"
+    iss_keras.export_tflite(streaming_lm(), str(path), batch_size=1, steps=1)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    script = ("from iss_keras import export; "
+              f"i = export.tflite_interpreter(model_path={str(path)!r}); print(len(i.get_signature_list()))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
+    assert "XNNPACK" not in out.stderr and "INFO:" not in out.stderr, out.stderr
