@@ -70,6 +70,8 @@ def main(argv=None):
     import keras
     import numpy as np
 
+    from iss_keras.timing import interleaved_medians
+
     from iss_keras.files import write_text
     from iss_keras.tasks.language_model import stream_batches
     from iss_keras.training import distribution
@@ -86,7 +88,7 @@ def main(argv=None):
     candidates = {"one_device": candidate(args, distribution.placement("none"), x, y),
                   "data_parallel": candidate(
                       args, distribution.data_parallel(devices[:args.devices]), x, y)}
-    medians = training_common.median_seconds(candidates, args.repeats)
+    medians = interleaved_medians(candidates, args.repeats, warmup=1)
     result = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "backend": keras.backend.backend(), "keras": keras.__version__,

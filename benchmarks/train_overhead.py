@@ -33,6 +33,7 @@ from iss_keras.files import write_text  # noqa: E402
 from iss_keras.models.lstm_lm import lstm_language_model  # noqa: E402
 from iss_keras.sparsity import ISS, Sparsity, WeightZeroing  # noqa: E402
 from iss_keras.tasks.language_model import stream_batches  # noqa: E402
+from iss_keras.timing import interleaved_medians  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -108,7 +109,7 @@ def main(argv=None):
         except ImportError:
             pass
     tokens = x.size
-    medians = training_common.median_seconds(candidates, args.repeats)
+    medians = interleaved_medians(candidates, args.repeats, warmup=1)
     result = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "backend": keras.backend.backend(), "keras": keras.__version__},

@@ -1,10 +1,6 @@
-"""What the training benchmarks share: their language model's command-line shape and the timed
-rounds (one place for both)."""
+"""The command-line shape of the training benchmarks' language model (one place for both)."""
 
 import argparse
-import time
-
-import numpy as np
 
 
 def parser(description, out, chunk_batches, repeats):
@@ -29,17 +25,3 @@ def parse(p, argv=None, quick_chunk_batches=3):
                                                                           quick_chunk_batches, 2)
     return args
 
-
-def median_seconds(candidates, repeats):
-    """name -> median seconds of `fn()` over `repeats` rounds, the candidates taking turns
-    in each round (so a slow phase of a shared machine hits all of them), after one warm-up
-    call each (tracing and first-call costs)."""
-    times = {name: [] for name in candidates}
-    for fn in candidates.values():
-        fn()
-    for _ in range(repeats):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}
