@@ -83,13 +83,21 @@ def _hours(seconds):
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
+def _markdown(columns, rows):
+    """A Markdown table: the header, then one line per row of cells (or "no run kept yet")."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows] or [
+        "| (no run kept yet) |" + " |" * (len(columns) - 1)]
+    return "\n".join(lines)
+
+
 def runs_table(runs, anchors):
     """Markdown: our runs of one trainer, each beside its published anchor if any."""
-    header = ("| config | hidden units (ours → shrunk) | units left by the original's count | weights | "
-              "multiply-adds / token | valid ppl | test ppl (shrunk = sparse) | "
-              "TFLite batch-1 speedup | published (valid / test) | machine, backend, wall time, "
-              "date, commit |\n|---|---|---|---|---|---|---|---|---|---|")
-    rows = [header]
+    columns = ["config", "hidden units (ours → shrunk)", "units left by the original's count",
+               "weights", "multiply-adds / token", "valid ppl", "test ppl (shrunk = sparse)",
+               "TFLite batch-1 speedup", "published (valid / test)",
+               "machine, backend, wall time, date, commit"]
+    rows = []
     for config, r in runs.items():
         anchor = anchors.get(config)
         published = (f"{anchor['valid_perplexity']:.2f} / {anchor['test_perplexity']:.2f}"
@@ -98,17 +106,14 @@ def runs_table(runs, anchors):
             published = "pipeline check, not a reproduction"
         removed_original = [b - z for b, z in zip(r["hidden_before"], r["all_zero_units"])]
         speed = r.get("export", {}).get("tflite_speed", {}).get("batch1_speedup")
-        where = _where(r)
-        rows.append(
-            f"| `{config}` | {_units(r['hidden_before'], r['hidden_after'])} | "
-            f"{'/'.join(map(str, removed_original))} | "
-            f"{r['weights']:,} → {r['weights_after']:,} | "
-            f"{r['macs_per_token']:,} → {r['macs_per_token_after']:,} ({r['macs_ratio']:.2f}×) | "
-            f"{r['valid_perplexity']:.2f} | {r['test_perplexity_shrunk']:.2f} | "
-            f"{f'{speed:.2f}×' if speed else '—'} | {published} | {where} |")
-    if len(rows) == 1:
-        rows.append("| (no run kept yet) | | | | | | | | | |")
-    return "\n".join(rows)
+        rows.append([
+            f"`{config}`", _units(r["hidden_before"], r["hidden_after"]),
+            "/".join(map(str, removed_original)),
+            f"{r['weights']:,} → {r['weights_after']:,}",
+            f"{r['macs_per_token']:,} → {r['macs_per_token_after']:,} ({r['macs_ratio']:.2f}×)",
+            f"{r['valid_perplexity']:.2f}", f"{r['test_perplexity_shrunk']:.2f}",
+            f"{speed:.2f}×" if speed else "—", published, _where(r)])
+    return _markdown(columns, rows)
 
 
 def _where(runs):
@@ -161,88 +166,81 @@ def _mean_sd(values, digits=1, scale=100.0):
 
 def sentiment_table(runs, anchors):
     """Markdown: accuracy and parameters of each sentiment run (folds as mean ± sd)."""
-    rows = ["| config | data | method | parameters (nonzero / all) | valid acc % | "
-            "test acc % (rebuilt = sparse) | published | machine, backend, wall time, date, "
-            "commit |", "|---|---|---|---|---|---|---|---|"]
+    columns = ["config", "data", "method", "parameters (nonzero / all)", "valid acc %",
+               "test acc % (rebuilt = sparse)", "published",
+               "machine, backend, wall time, date, commit"]
+    rows = []
     for config, r in runs.items():
         folds = r if isinstance(r, list) else [r]
         first = folds[0]
-        data = first["run"]["config"].get("dataset", "?")
         nonzero = first.get("nonzero_weights", first["weights"])
-        anchor = anchors.get(config, {})
-        rows.append(
-            f"| `{config}` | {data} | {_method(first)} | {nonzero:,} / {first['weights']:,} "
-            f"({100 * nonzero / first['weights']:.1f}%) | "
-            f"{_mean_sd([f['valid_accuracy'] for f in folds])} | "
-            f"{_mean_sd([f['test_accuracy_shrunk'] for f in folds])} | "
-            f"{anchor.get('label', '—')} | {_where(folds)} |")
-    if len(rows) == 2:
-        rows.append("| (no run kept yet) | | | | | | | |")
-    return "\n".join(rows)
+        rows.append([
+            f"`{config}`", first["run"]["config"].get("dataset", "?"), _method(first),
+            f"{nonzero:,} / {first['weights']:,} ({100 * nonzero / first['weights']:.1f}%)",
+            _mean_sd([f["valid_accuracy"] for f in folds]),
+            _mean_sd([f["test_accuracy_shrunk"] for f in folds]),
+            anchors.get(config, {}).get("label", "—"), _where(folds)])
+    return _markdown(columns, rows)
 
 
 def gate_neuron_table(runs, anchors):
     """Markdown: the W+G+N picture of each run that has one, beside the papers' logs."""
-    rows = ["| config | method | hidden kept | input dims kept | vocabulary kept | non-constant "
-            "gates i/f/c/o | compression (weights / nonzero) | multiply-adds / token (rebuilt) | "
-            "test acc % | published (Lobacheva et al.'s log) |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    columns = ["config", "method", "hidden kept", "input dims kept", "vocabulary kept",
+               "non-constant gates i/f/c/o", "compression (weights / nonzero)",
+               "multiply-adds / token (rebuilt)", "test acc %",
+               "published (Lobacheva et al.'s log)"]
+    rows = []
     for config, r in runs.items():
         if isinstance(r, list) or "gate_neuron" not in r:
             continue
         g = r["gate_neuron"]
         (name, layer), = g["layers"].items()
-        gates = "/".join(str(layer["nonconstant_gates"].get(k, "—")) for k in "ifco")
-        vocabulary = ", ".join(g["vocabulary"].values()) or "—"
         a = anchors.get(config)
         published = (f"{a['test_accuracy']:.2f}%, {a['compression']:,.0f}×, hidden "
                      f"{a['hidden']}, gates {a['gates']} ({a['config']})" if a else "—")
-        rows.append(
-            f"| `{config}` | {_method(r)} | {layer['hidden']} | {layer['inputs']} | {vocabulary} | "
-            f"{gates} | {g['compression']:,.1f}× | {g['macs_per_token']:,} → "
-            f"{g['macs_per_token_after']:,} | {100 * r['test_accuracy_shrunk']:.2f} | "
-            f"{published} |")
-    if len(rows) == 2:
-        rows.append("| (no run kept yet) | | | | | | | | | |")
-    return "\n".join(rows)
+        rows.append([
+            f"`{config}`", _method(r), str(layer["hidden"]), str(layer["inputs"]),
+            ", ".join(g["vocabulary"].values()) or "—",
+            "/".join(str(layer["nonconstant_gates"].get(k, "—")) for k in "ifco"),
+            f"{g['compression']:,.1f}×",
+            f"{g['macs_per_token']:,} → {g['macs_per_token_after']:,}",
+            f"{100 * r['test_accuracy_shrunk']:.2f}", published])
+    return _markdown(columns, rows)
 
 
 def bidaf_table(runs):
     """Markdown: EM/F1 of each BiDAF run before and after shrink, its sizes and speeds."""
-    rows = ["| config | method | EM / F1 sparse | EM / F1 shrunk (same answers) | LSTM units "
-            "kept (g0, g1, g2; fw/bw) | LSTM sizes after shrink | weights outside embeddings | "
-            "multiply-adds / token | batch-1 ms Keras (sparse → shrunk) | TFLite batch-1 ms | "
-            "what it is | machine, backend, wall time, date, commit |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    columns = ["config", "method", "EM / F1 sparse", "EM / F1 shrunk (same answers)",
+               "LSTM units kept (g0, g1, g2; fw/bw)", "LSTM sizes after shrink",
+               "weights outside embeddings", "multiply-adds / token",
+               "batch-1 ms Keras (sparse → shrunk)", "TFLite batch-1 ms", "what it is",
+               "machine, backend, wall time, date, commit"]
+    rows = []
     for config, r in runs.items():
         kept = r.get("target", {}).get("reached", {}).get("active_units") or r["hidden_after"]
-        pairs = ", ".join(f"{a}/{b}" for a, b in zip(kept[::2], kept[1::2]))
-        sizes = ", ".join(str(n) for n in r["hidden_after"][::2])
         speed = r.get("speed", {}).get("batch1_step_seconds", {})
         tflite = r.get("export", {}).get("tflite_speed", {}).get("batch1_step_seconds", {})
-        tflite_ms = (f"{1e3 * tflite['shrunk']:.1f}" if "shrunk" in tflite else "—")
-        what = ("pipeline check, not a reproduction" if config in PIPELINE_CHECKS
-                else "dev-article split (not SQuAD dev)")
-        rows.append(
-            f"| `{config}` | {_method(r)} | {r['test_em_sparse']:.2f} / {r['test_f1_sparse']:.2f} | "
+        rows.append([
+            f"`{config}`", _method(r), f"{r['test_em_sparse']:.2f} / {r['test_f1_sparse']:.2f}",
             f"{r['test_em_shrunk']:.2f} / {r['test_f1_shrunk']:.2f} "
-            f"({'yes' if r.get('same_answers_shrunk') else 'no'}) | {pairs} | {sizes} | "
-            f"{r['non_embedding_weights']:,} → {r['non_embedding_weights_after']:,} | "
+            f"({'yes' if r.get('same_answers_shrunk') else 'no'})",
+            ", ".join(f"{a}/{b}" for a, b in zip(kept[::2], kept[1::2])),
+            ", ".join(str(n) for n in r["hidden_after"][::2]),
+            f"{r['non_embedding_weights']:,} → {r['non_embedding_weights_after']:,}",
             f"{r['macs_per_token']:,} → {r['macs_per_token_after']:,} "
-            f"({r['macs_per_token'] / r['macs_per_token_after']:.2f}×) | "
-            f"{1e3 * speed.get('dense', 0):.1f} → {1e3 * speed.get('shrunk', 0):.1f} | "
-            f"{tflite_ms} | {what} | {_where(r)} |")
-    if len(rows) == 2:
-        rows.append("| (no run kept yet) |" + " |" * 11)
-    return "\n".join(rows)
+            f"({r['macs_per_token'] / r['macs_per_token_after']:.2f}×)",
+            f"{1e3 * speed.get('dense', 0):.1f} → {1e3 * speed.get('shrunk', 0):.1f}",
+            f"{1e3 * tflite['shrunk']:.1f}" if "shrunk" in tflite else "—",
+            "pipeline check, not a reproduction" if config in PIPELINE_CHECKS
+            else "dev-article split (not SQuAD dev)", _where(r)])
+    return _markdown(columns, rows)
 
 
 def anchors_table(anchors):
-    rows = ["| config | hidden units | valid ppl | test ppl | source |", "|---|---|---|---|---|"]
-    for config, a in anchors.items():
-        rows.append(f"| `{config}` | {'/'.join(map(str, a['hidden']))} | "
-                    f"{a['valid_perplexity']:.2f} | {a['test_perplexity']:.2f} | {a['source']} |")
-    return "\n".join(rows)
+    columns = ["config", "hidden units", "valid ppl", "test ppl", "source"]
+    return _markdown(columns, [[f"`{config}`", "/".join(map(str, a["hidden"])),
+                                f"{a['valid_perplexity']:.2f}", f"{a['test_perplexity']:.2f}",
+                                a["source"]] for config, a in anchors.items()])
 
 
 def tables():
