@@ -15,6 +15,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's info messages off unless asked
 
 import iss_keras  # noqa: E402,F401  (before Keras: it starts the backend without C++ noise)
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from iss_keras.models.text_classifier import lstm_classifier  # noqa: E402
@@ -37,6 +39,11 @@ class ModelConfig:
                                        choices=("sigmoid", "theano_hard_sigmoid"))
     lasagne_init: bool = option(False, "Initialize as Lasagne's LSTM (each gate's matrices on "
                                 "their own; recurrent orthogonal, gain 1.1), as Lobacheva et al.")
+    word_vectors: str = option("", "Ours: start the word vectors of the words it has from this "
+                               "GloVe file (its width must equal --embedding_size). Lobacheva et "
+                               "al.'s logged IMDB runs started from word2vec (GoogleNews, 300d), "
+                               "which is not here; the offline copy is "
+                               "glove/glove.6B.50d.top50000.txt.gz (--embedding_size=50).")
 
     def __post_init__(self):
         if self.embedding_size < 1 or self.units < 1:
@@ -49,19 +56,39 @@ class ModelConfig:
 def make_task(options):
     model, data = options[ModelConfig], options[ClassificationConfig]
     seed = options[TrainConfig].seed
+    pretrained = {}  # ids and vectors, read once the task has its vocabulary
 
     def build(*, vocab_size, num_classes, max_length, batch_size, training, sparsity):
         from iss_keras.sparsity.bayesian import theano_hard_sigmoid
 
         activation = (theano_hard_sigmoid if model.recurrent_activation == "theano_hard_sigmoid"
                       else model.recurrent_activation)
-        return lstm_classifier(vocab_size, num_classes, embedding_size=model.embedding_size,
-                               units=model.units, max_length=max_length,
-                               dropout=model.dropout if training else 0.0, batch_size=batch_size,
-                               recurrent_activation=activation, lasagne_init=model.lasagne_init,
-                               sparsity=sparsity, seed=seed, name="sentiment_lstm")
+        built = lstm_classifier(vocab_size, num_classes, embedding_size=model.embedding_size,
+                                units=model.units, max_length=max_length,
+                                dropout=model.dropout if training else 0.0,
+                                batch_size=batch_size, recurrent_activation=activation,
+                                lasagne_init=model.lasagne_init, sparsity=sparsity, seed=seed,
+                                name="sentiment_lstm")
+        if training and pretrained:  # a resumed run then loads its checkpoint over these
+            table = built.get_layer("embedding").embeddings
+            rows = np.array(keras.ops.convert_to_numpy(table))
+            rows[pretrained["ids"]] = pretrained["vectors"]
+            table.assign(rows)
+        return built
 
-    return TextClassificationTask(build, read_sentiment(data), data)
+    task = TextClassificationTask(build, read_sentiment(data), data)
+    if model.word_vectors:
+        from iss_keras.datasets.glove import vectors_for
+
+        ids, vectors = vectors_for(task.vocabulary.words, model.word_vectors,
+                                   dim=model.embedding_size)
+        if not len(ids):
+            raise ValueError(f"--word_vectors={model.word_vectors!r} has none of the "
+                             "vocabulary's words; pass a GloVe file of the same language.")
+        pretrained.update(ids=ids, vectors=vectors)
+        print(f"Word vectors from {model.word_vectors}: {len(ids)} of "
+              f"{task.vocabulary.size} words.", flush=True)
+    return task
 
 
 define_trainer_flags(ModelConfig, ClassificationConfig)

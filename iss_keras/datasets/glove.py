@@ -83,3 +83,24 @@ def load_glove(path, words=None, dim=50):
             vocabulary.append(word)
     matrix = np.stack(rows) if rows else np.zeros((0, dim), dtype=np.float32)
     return vocabulary, matrix
+
+
+def vectors_for(words, path, dim=50):
+    """The GloVe rows of a vocabulary: `(ids, vectors)` for the words the file has.
+
+    Args:
+        words: the vocabulary's words by id (e.g. `Vocabulary.words`).
+        path: a GloVe text file, plain or gzip-compressed.
+        dim: its vector size; it must equal the embedding width it initializes.
+
+    Returns:
+        `ids` int64 `[k]` (positions in `words`) and float32 `[k, dim]`; words
+        missing from the file (and the reserved ones) are left out, so their
+        rows keep the layer's own initialization.
+    """
+    found, matrix = load_glove(path, words={w.lower() for w in words}, dim=dim)
+    row = {w: i for i, w in enumerate(found)}
+    ids = [i for i, w in enumerate(words) if w.lower() in row]
+    vectors = (matrix[[row[words[i].lower()] for i in ids]] if ids
+               else np.zeros((0, dim), np.float32))
+    return np.asarray(ids, np.int64), vectors
