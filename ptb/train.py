@@ -34,6 +34,11 @@ class ModelConfig:
     dropout: float = option(0.0, "Non-recurrent dropout rate (1 - the original's keep_prob).")
     init_scale: float = option(0.1, "Weights start uniform in [-init_scale, init_scale]; LSTM "
                                "biases start at 0.")
+    one_hot_input: bool = option(False, "No embedding: the LSTM reads one-hot words, its kernel "
+                                 "the word table (Lobacheva et al.'s word-level LM).")
+    lasagne_init: bool = option(False, "Initialize as Lobacheva et al.'s Lasagne LM: every "
+                                "gate's matrices orthogonal on their own, forget bias 1, "
+                                "softmax orthogonal with bias 0 (instead of --init_scale).")
 
     def __post_init__(self):
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
@@ -50,7 +55,8 @@ def build_model(options, *, vocab_size, batch_size, steps, stateful, streaming, 
         vocab_size, model.hidden_sizes, embedding_size=model.embedding_size or None,
         dropout=model.dropout if training else 0.0, init_scale=model.init_scale,
         batch_size=batch_size, steps=steps, stateful=stateful, streaming=streaming,
-        sparsity=sparsity, seed=options[TrainConfig].seed, name="ptb_lm")
+        sparsity=sparsity, seed=options[TrainConfig].seed, one_hot_input=model.one_hot_input,
+        lasagne_init=model.lasagne_init, name="ptb_lm")
 
 
 define_trainer_flags(ModelConfig, LanguageModelConfig)

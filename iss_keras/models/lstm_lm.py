@@ -22,6 +22,32 @@ import numpy as np
 from iss_keras.sparsity.base import as_sparsity
 
 
+@keras.saving.register_keras_serializable(package="iss_keras")
+class OneHot(keras.layers.Layer):
+    """Word ids `[batch, steps]` -> one-hot float vectors `[batch, steps, num_tokens]`, for any
+    number of steps (`CategoryEncoding` drops a time axis of length 1).
+
+    >>> OneHot(4)(np.array([[2, 0]])).shape
+    TensorShape([1, 2, 4])
+    """
+
+    def __init__(self, num_tokens, **kwargs):
+        super().__init__(**kwargs)
+        self.num_tokens = int(num_tokens)
+        if self.num_tokens < 1:
+            raise ValueError(f"num_tokens must be positive. Received: num_tokens={num_tokens}")
+
+    def call(self, ids):
+        return keras.ops.one_hot(keras.ops.cast(ids, "int32"), self.num_tokens,
+                                 dtype=self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape) + (self.num_tokens,)
+
+    def get_config(self):
+        return {**super().get_config(), "num_tokens": self.num_tokens}
+
+
 def _check_sizes(vocab_size, hidden_sizes):
     if int(vocab_size) < 2:
         raise ValueError(f"vocab_size must be >= 2. Received: vocab_size={vocab_size}")
@@ -34,8 +60,9 @@ def _check_sizes(vocab_size, hidden_sizes):
 
 def lstm_language_model(vocab_size, hidden_sizes, embedding_size=None, dropout=0.0,
                         init_scale=0.05, batch_size=None, steps=None, stateful=False,
-                        streaming=False, sparsity=None, seed=None, name="lstm_lm"):
-    """Embedding -> stacked LSTMs -> Dense softmax logits.
+                        streaming=False, sparsity=None, seed=None, one_hot_input=False,
+                        lasagne_init=False, name="lstm_lm"):
+    """Embedding (or one-hot words) -> stacked LSTMs -> Dense softmax logits.
 
     Args:
         vocab_size: number of word ids.
@@ -56,6 +83,15 @@ def lstm_language_model(vocab_size, hidden_sizes, embedding_size=None, dropout=0
             embedding gets its regularizer, as the original applies L1 / L2 to
             `tf.trainable_variables()[1:]` (ptb_word_lm.py:341).
         seed: initializer seed.
+        one_hot_input: no embedding: the first LSTM reads one-hot word vectors
+            (`OneHot`), so its kernel is the word table, as Lobacheva
+            et al.'s word-level LM (lm_net.py:18-20). Sparsity methods are told
+            (`one_hot_input=True`), so SparseVD looks rows up instead of
+            multiplying by zeros.
+        lasagne_init: initialize as their Lasagne LM (lm_net.py:22-34): each
+            gate's input and recurrent matrix orthogonal on its own, biases 0
+            but the forget gate's 1, the softmax weights orthogonal and its bias
+            0; otherwise uniform in [-init_scale, init_scale] (Zaremba's).
         name: model name.
 
     Returns:
@@ -81,25 +117,39 @@ def lstm_language_model(vocab_size, hidden_sizes, embedding_size=None, dropout=0
     def init():
         return keras.initializers.RandomUniform(-init_scale, init_scale, seed=next(seeds))
 
+    def per_gate_orthogonal():
+        from iss_keras.models.text_classifier import PerGate
+
+        return PerGate(keras.initializers.Orthogonal(seed=next(seeds)))
+
     sparsity = as_sparsity(sparsity)
     reg, constraint = sparsity.regularizer, sparsity.constraint
 
     tokens = keras.Input((steps,), batch_size=batch_size, dtype="int32", name="tokens")
     inputs, new_states = [tokens], []
-    x = keras.layers.Embedding(vocab_size, embedding_size or sizes[0], embeddings_initializer=init(),
-                               embeddings_constraint=constraint("embeddings"),
-                               name="embedding")(tokens)
+    if one_hot_input:
+        x = OneHot(vocab_size, name="one_hot")(tokens)
+    else:
+        x = keras.layers.Embedding(vocab_size, embedding_size or sizes[0],
+                                   embeddings_initializer=init(),
+                                   embeddings_constraint=constraint("embeddings"),
+                                   name="embedding")(tokens)
     for i, units in enumerate(sizes):
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
-        lstm = keras.layers.LSTM(
-            units, return_sequences=True, return_state=streaming, stateful=stateful,
-            unit_forget_bias=False,  # the original's forget_bias=0.0
-            kernel_initializer=init(), recurrent_initializer=init(), bias_initializer="zeros",
+        hint = {"one_hot_input": True} if one_hot_input and i == 0 else {}
+        lstm = sparsity.layer(
+            keras.layers.LSTM, units, return_sequences=True, return_state=streaming,
+            stateful=stateful,
+            # Zaremba's forget_bias=0.0; Lasagne's LM starts the forget gate at 1.
+            unit_forget_bias=lasagne_init,
+            kernel_initializer=per_gate_orthogonal() if lasagne_init else init(),
+            recurrent_initializer=per_gate_orthogonal() if lasagne_init else init(),
+            bias_initializer="zeros",
             kernel_regularizer=reg("kernel"), recurrent_regularizer=reg("recurrent_kernel"),
             bias_regularizer=reg("bias"), kernel_constraint=constraint("kernel"),
             recurrent_constraint=constraint("recurrent_kernel"),
-            bias_constraint=constraint("bias"), name=f"lstm_{i}")
+            bias_constraint=constraint("bias"), name=f"lstm_{i}", **hint)
         if streaming:
             state = [keras.Input((units,), batch_size=batch_size, name=f"h{i}"),
                      keras.Input((units,), batch_size=batch_size, name=f"c{i}")]
@@ -110,10 +160,14 @@ def lstm_language_model(vocab_size, hidden_sizes, embedding_size=None, dropout=0
             x = lstm(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name=f"dropout_{len(sizes)}")(x)
-    logits = keras.layers.Dense(vocab_size, kernel_initializer=init(), bias_initializer=init(),
-                                kernel_regularizer=reg("kernel"), bias_regularizer=reg("bias"),
-                                kernel_constraint=constraint("kernel"),
-                                bias_constraint=constraint("bias"), name="softmax")(x)
+    logits = sparsity.layer(
+        keras.layers.Dense, vocab_size,
+        kernel_initializer=(keras.initializers.Orthogonal(seed=next(seeds)) if lasagne_init
+                            else init()),
+        bias_initializer="zeros" if lasagne_init else init(),
+        kernel_regularizer=reg("kernel"), bias_regularizer=reg("bias"),
+        kernel_constraint=constraint("kernel"), bias_constraint=constraint("bias"),
+        name="softmax")(x)
     outputs = [logits] + new_states if streaming else logits
     return keras.Model(inputs if streaming else tokens, outputs, name=name)
 

@@ -34,6 +34,10 @@ model builders take one `sparsity=` argument, a `Sparsity` (or one method).
 
 import keras
 
+# Keyword arguments of `SparsityMethod.layer` that describe a layer's input to a method's own
+# layer; they are dropped before a stock Keras layer is made.
+LAYER_HINTS = ("one_hot_input",)
+
 
 class SparsityMethod:
     """Base class: a method that adds nothing (see the module docstring for the interface).
@@ -61,9 +65,16 @@ class SparsityMethod:
         return None
 
     def layer(self, cls, *args, **kwargs):
-        """`cls(*args, **kwargs)`, or this method's own version of that layer."""
+        """`cls(*args, **kwargs)`, or this method's own version of that layer.
+
+        `kwargs` may carry `LAYER_HINTS` (what a builder knows about the layer's
+        input, e.g. `one_hot_input=True`): a method's own layer may use them; a
+        stock layer never sees them.
+        """
         made = self.make_layer(cls, args, kwargs)
-        return made if made is not None else cls(*args, **kwargs)
+        if made is not None:
+            return made
+        return cls(*args, **{k: v for k, v in kwargs.items() if k not in LAYER_HINTS})
 
     def make_layer(self, cls, args, kwargs):
         return None

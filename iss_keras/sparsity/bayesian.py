@@ -36,7 +36,7 @@ import numpy as np
 from keras import ops
 
 from iss_keras.options import option
-from iss_keras.sparsity.base import SparsityMethod
+from iss_keras.sparsity.base import LAYER_HINTS, SparsityMethod
 from iss_keras.sparsity.structured import LEVELS, StructuredRebuild
 
 K1, K2, K3 = 0.63576, 1.87320, 1.48695
@@ -195,9 +195,10 @@ class BayesianDense(_Bayesian, keras.layers.Dense):
 
 @keras.saving.register_keras_serializable(package="iss_keras")
 class BayesianLSTMCell(_Bayesian, keras.layers.Layer):
-    """One step of the Bayesian LSTM. Its input is `[x * z_x, z_g, z_h]` (the per-sequence
-    variables ride along the input, see `BayesianLSTM`); the noisy kernels of the current
-    batch are set by the layer before the time loop."""
+    """One step of the Bayesian LSTM. Its input is `[(x * z_x) W, z_g, z_h]`: the input's
+    projection through this batch's noisy kernel is computed for every step before the time
+    loop, and the per-sequence variables ride along (see `BayesianLSTM`); the noisy
+    recurrent kernel of the current batch is set by the layer before the loop too."""
 
     def __init__(self, units, weight_noise=True, gates=False, inputs=False, hidden=False,
                  activation="tanh", recurrent_activation="sigmoid",
@@ -223,9 +224,13 @@ class BayesianLSTMCell(_Bayesian, keras.layers.Layer):
         self.state_size = [self.units, self.units]
         self.output_size = self.units
         self.now = None  # (kernel, recurrent kernel) of the current batch
+        self.input_dim = None  # the layer's input width, set by BayesianLSTM.build
 
     def build(self, input_shape):
-        n, u = int(input_shape[-1]), self.units
+        if self.input_dim is None:
+            raise ValueError("BayesianLSTMCell runs inside BayesianLSTM, which gives it its "
+                             "input width; use BayesianLSTM(units, ...).")
+        n, u = int(self.input_dim), self.units
         self.kernel = self.add_weight(shape=(n, 4 * u), name="kernel",
                                       initializer=self.kernel_initializer,
                                       regularizer=self.kernel_regularizer)
@@ -274,11 +279,11 @@ class BayesianLSTMCell(_Bayesian, keras.layers.Layer):
         return out
 
     def call(self, inputs, states, training=False):
-        n, u = int(self.kernel.shape[0]), self.units
-        kernel, recurrent = self.now if self.now is not None else self.kernels(False)
-        x, z_g, z_h = inputs[:, :n], inputs[:, n:n + 4 * u], inputs[:, n + 4 * u:]
+        u = self.units
+        recurrent = self.now[1] if self.now is not None else self.kernels(False)[1]
+        projected, z_g, z_h = inputs[:, :4 * u], inputs[:, 4 * u:8 * u], inputs[:, 8 * u:]
         h, c = states
-        z = (ops.matmul(x, kernel) + ops.matmul(h, recurrent)) * z_g + self.bias
+        z = (projected + ops.matmul(h, recurrent)) * z_g + self.bias
         i = self.recurrent_activation(z[:, :u])
         f = self.recurrent_activation(z[:, u:2 * u])
         g = self.activation(z[:, 2 * u:3 * u])
@@ -341,13 +346,23 @@ class BayesianLSTM(keras.layers.RNN):
     """A Bayesian LSTM layer, with the arguments of `keras.layers.LSTM` it supports.
 
     The weight noise is drawn once per batch and the per-sequence variables once
-    per sequence, here, before the time loop; the variables ride along the
+    per sequence, here, before the time loop; the input's projection `(x * z_x) W`
+    is computed for all steps at once, and it and the variables ride along the
     input so the stock `keras.layers.RNN` loop (masks, states) runs the cell.
+
+    `one_hot_input=True` says the input is one-hot (or all zero) rows, as
+    `iss_keras.models.lstm_lm.OneHot` gives: Lobacheva et al.'s word-level LM feeds
+    the 10,000-word one-hot vectors straight into the LSTM, so its kernel is the
+    word table (lm_net.py:18-20). The projection is then a row lookup of the
+    kernel (the same numbers as the product, without 10,000 multiplications by
+    zero per token), and the plain model it folds into is the stock LSTM on the
+    same one-hot input.
     """
 
     def __init__(self, units=None, cell=None, weight_noise=True, gates=False, inputs=False,
                  hidden=False, return_sequences=False, return_state=False, go_backwards=False,
-                 stateful=False, unroll=False, dropout=0.0, recurrent_dropout=0.0, **kwargs):
+                 stateful=False, unroll=False, dropout=0.0, recurrent_dropout=0.0,
+                 one_hot_input=False, **kwargs):
         if isinstance(units, keras.layers.Layer):  # RNN.from_config passes the cell first
             cell, units = units, None
         if dropout or recurrent_dropout:
@@ -365,6 +380,22 @@ class BayesianLSTM(keras.layers.RNN):
         super().__init__(cell, return_sequences=return_sequences, return_state=return_state,
                          go_backwards=go_backwards, stateful=stateful, unroll=unroll,
                          **layer_kwargs)
+        self.one_hot_input = bool(one_hot_input)
+
+    def build(self, sequences_shape, initial_state_shape=None):
+        self.cell.input_dim = int(sequences_shape[-1])
+        carried = tuple(sequences_shape[:-1]) + (9 * self.cell.units,)
+        super().build(carried, initial_state_shape)
+
+    def _projection(self, sequences, kernel, z_x):
+        """`(x * z_x) W` for every step: `[batch, steps, 4 units]`."""
+        if not self.one_hot_input:
+            return ops.matmul(sequences * ops.expand_dims(z_x, 1), kernel)
+        ids = ops.argmax(sequences, axis=-1)
+        on = ops.max(sequences, axis=-1, keepdims=True)  # 1, or 0 for an all-zero row
+        if self.cell.inputs:
+            on = on * ops.expand_dims(ops.take_along_axis(z_x, ids, axis=1), -1)
+        return ops.take(kernel, ids, axis=0) * on
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
         cell = self.cell
@@ -376,8 +407,8 @@ class BayesianLSTM(keras.layers.RNN):
         def along_time(z):
             return ops.repeat(ops.expand_dims(z, 1), steps, axis=1)
 
-        carried = ops.concatenate([sequences * ops.expand_dims(z_x, 1), along_time(z_g),
-                                   along_time(z_h)], axis=-1)
+        carried = ops.concatenate([self._projection(sequences, cell.now[0], z_x),
+                                   along_time(z_g), along_time(z_h)], axis=-1)
         out = super().call(carried, initial_state=initial_state, mask=mask, training=training)
         cell.now = None
         self.add_loss(cell.kl_scale * cell.kl())
@@ -386,6 +417,7 @@ class BayesianLSTM(keras.layers.RNN):
     def get_config(self):
         config = super().get_config()
         config["cell"] = keras.saving.serialize_keras_object(self.cell)
+        config["one_hot_input"] = self.one_hot_input
         return config
 
 
@@ -393,7 +425,7 @@ def _stock_config(layer):
     """The config of the plain Keras layer a Bayesian one becomes."""
     config = layer.get_config()
     for key in ("weight_noise", "vocabulary", "log_sigma_init", "seed", "gates", "inputs",
-                "hidden"):
+                "hidden", "one_hot_input"):
         config.pop(key, None)
     return config
 
@@ -504,13 +536,19 @@ class SparseVD(StructuredRebuild, SparsityMethod):
         neurons, gates = "N" in self.levels, "G" in self.levels
         kwargs = dict(kwargs)
         seed = kwargs.pop("seed", None) or self.seed
+        if cls is not keras.layers.LSTM:
+            for hint in LAYER_HINTS:
+                kwargs.pop(hint, None)
         if cls is keras.layers.Embedding:
             for key in ("embeddings_regularizer", "embeddings_constraint", "mask_zero"):
                 kwargs.pop(key, None)
             return BayesianEmbedding(*args, vocabulary=neurons, seed=seed, **kwargs)
         if cls is keras.layers.LSTM:
-            return BayesianLSTM(*args, gates=gates, inputs=neurons, hidden=neurons, seed=seed,
-                                **kwargs)
+            # On a one-hot input the N level is the hidden neurons only: the original's LM
+            # config letter "R" (W+N = LCRL, W+G+N = LLRL; layers_lstm.py:287-289).
+            one_hot = bool(kwargs.pop("one_hot_input", False))
+            return BayesianLSTM(*args, gates=gates, inputs=neurons and not one_hot,
+                                hidden=neurons, seed=seed, one_hot_input=one_hot, **kwargs)
         if cls is keras.layers.Dense and self.dense:
             for key in ("kernel_constraint", "bias_constraint"):
                 kwargs.pop(key, None)

@@ -37,10 +37,18 @@ class LanguageModelConfig:
     test_batch_size: int = option(1, "Test batch size (1 as the original: every test token is "
                                   "scored).")
     train_tokens: int = option(0, "Use only the first N training tokens (0: all).")
+    loss_units: str = option("steps_sum", "The original's training loss, which the learning "
+                             "rate, clip norm and strengths are in: steps_sum (Zaremba's "
+                             "ptb_word_lm.py, summed over the unrolled steps) or token_mean "
+                             "(Lobacheva et al.'s LM, the mean over tokens).",
+                             choices=("steps_sum", "token_mean"))
 
     def __post_init__(self):
         check_at_least(self, 1, "steps", "batch_size", "test_batch_size")
         check_at_least(self, 0, "vocab_size", "train_tokens")
+        if self.loss_units not in ("steps_sum", "token_mean"):
+            raise ValueError(f"loss_units must be steps_sum or token_mean. Received: "
+                             f"loss_units={self.loss_units!r}")
 
 
 def read_ptb(config):
@@ -194,7 +202,7 @@ class LanguageModelTask(Task):
 
     @property
     def loss_scale(self):
-        return float(self.config.steps)
+        return float(self.config.steps) if self.config.loss_units == "steps_sum" else 1.0
 
     @property
     def every_token_test(self):
