@@ -99,6 +99,8 @@ def runs_table(runs, anchors):
                "machine, backend, wall time, date, commit"]
     rows = []
     for config, r in runs.items():
+        if "gate_neuron" in r:
+            continue  # a W+G+N run: the gate-neuron table shows it
         anchor = anchors.get(config)
         published = (f"{anchor['valid_perplexity']:.2f} / {anchor['test_perplexity']:.2f}"
                      if anchor else "—")
@@ -183,12 +185,27 @@ def sentiment_table(runs, anchors):
     return _markdown(columns, rows)
 
 
+def _gate_neuron_scores(r):
+    """Test score (rebuilt = sparse) of a W+G+N run: accuracy % or perplexity."""
+    if "test_accuracy_shrunk" in r:
+        return f"acc {100 * r['test_accuracy_shrunk']:.2f}%"
+    return f"ppl {r['test_perplexity_shrunk']:.2f}"
+
+
+def _published_score(a):
+    if "test_accuracy" in a:
+        return f"acc {a['test_accuracy']:.2f}%"
+    return f"ppl {a['test_perplexity']:.2f}"
+
+
 def gate_neuron_table(runs, anchors):
-    """Markdown: the W+G+N picture of each run that has one, beside the papers' logs."""
-    columns = ["config", "method", "hidden kept", "input dims kept", "vocabulary kept",
+    """Markdown: the W+G+N picture of each run that has one, beside Lobacheva et al.'s log:
+    their final numbers and, where their log has it, the same epoch as ours."""
+    columns = ["config", "method", "epochs", "hidden kept", "input dims kept", "vocabulary kept",
                "non-constant gates i/f/c/o", "compression (weights / nonzero)",
-               "multiply-adds / token (rebuilt)", "test acc %",
-               "published (Lobacheva et al.'s log)"]
+               "multiply-adds / token (rebuilt)", "test (rebuilt = sparse)",
+               "their log, same epoch", "their log, final",
+               "machine, backend, wall time, date, commit"]
     rows = []
     for config, r in runs.items():
         if isinstance(r, list) or "gate_neuron" not in r:
@@ -196,15 +213,19 @@ def gate_neuron_table(runs, anchors):
         g = r["gate_neuron"]
         (name, layer), = g["layers"].items()
         a = anchors.get(config)
-        published = (f"{a['test_accuracy']:.2f}%, {a['compression']:,.0f}×, hidden "
-                     f"{a['hidden']}, gates {a['gates']} ({a['config']})" if a else "—")
+        final = (f"{_published_score(a)}, {a['compression']:,.0f}×, hidden {a['hidden']}, "
+                 f"gates {a['gates']} ({a['config']}, {a.get('epochs', 1000)} epochs)"
+                 if a else "—")
+        same = (a or {}).get("by_epoch", {}).get(str(r["epochs"]))
+        same = (f"{_published_score(same)}, {same['compression']:,.0f}×, hidden "
+                f"{same['hidden']}, gates {same['gates']}" if same else "—")
         rows.append([
-            f"`{config}`", _method(r), str(layer["hidden"]), str(layer["inputs"]),
-            ", ".join(g["vocabulary"].values()) or "—",
+            f"`{config}`", _method(r), str(r["epochs"]), str(layer["hidden"]),
+            str(layer["inputs"]), ", ".join(g["vocabulary"].values()) or "—",
             "/".join(str(layer["nonconstant_gates"].get(k, "—")) for k in "ifco"),
             f"{g['compression']:,.1f}×",
             f"{g['macs_per_token']:,} → {g['macs_per_token_after']:,}",
-            f"{100 * r['test_accuracy_shrunk']:.2f}", published])
+            _gate_neuron_scores(r), same, final, _where(r)])
     return _markdown(columns, rows)
 
 
@@ -250,7 +271,7 @@ def tables():
             "ptb-anchors": anchors_table(anchors["ptb"]),
             "rhns": runs_table(load_runs("rhns"), anchors.get("rhns", {})),
             "sentiment": sentiment_table(load_runs("sentiment"), anchors.get("sentiment", {})),
-            "gate-neuron": gate_neuron_table(load_runs("sentiment"),
+            "gate-neuron": gate_neuron_table({**load_runs("sentiment"), **load_runs("ptb")},
                                              anchors.get("gate_neuron", {})),
             "bidaf": bidaf_table(load_runs("bidaf"))}
 

@@ -224,3 +224,64 @@ def test_a_sparse_vd_run_resumes_exactly_with_its_noise_streams(tmp_path):
     assert [r["epoch"] for r in resumed.history] == [1, 2]
     for e, g in zip(expected, got):
         np.testing.assert_array_equal(g, e)
+
+
+def bayesian_word_lm(levels="W+G+N", seed=0, vocab=30):
+    """Lobacheva et al.'s word-level LM shape at toy size: one-hot words -> LSTM -> softmax."""
+    from iss_keras.models.lstm_lm import lstm_language_model
+
+    method = SparseVD(levels, seed=seed)
+    model = lstm_language_model(vocab, [6], one_hot_input=True, lasagne_init=True,
+                                sparsity=method, seed=seed)
+    method.bind(model, None)
+    return method, model
+
+
+@pytest.mark.parametrize("levels", ["W", "W+N", "W+G+N"])
+def test_one_hot_lm_looks_rows_up_and_folds_into_the_stock_lstm(levels):
+    method, model = bayesian_word_lm(levels, seed=5)
+    lstm = model.get_layer("lstm_0")
+    assert isinstance(lstm, bayesian.BayesianLSTM) and lstm.one_hot_input
+    # The LM's N level is the hidden neurons only (the original's letter R): no variable per word.
+    assert not lstm.cell.inputs and lstm.cell.hidden == ("N" in levels)
+    assert lstm.cell.gates == ("G" in levels)
+    rng = np.random.default_rng(6)
+    for v in model.trainable_weights:
+        v.assign((rng.normal(size=v.shape) * (2.0 if "log_sigma" in v.path else 0.5)
+                  ).astype("float32"))
+    tokens = rng.integers(0, 30, (4, 7)).astype("int32")
+    plain = method.finalize(model)
+    assert type(plain.get_layer("lstm_0")) is keras.layers.LSTM
+    # The stock LSTM multiplies the one-hot vectors by the kernel: the same numbers as the lookup.
+    np.testing.assert_allclose(value(plain(tokens)), value(model(tokens)), rtol=1e-5, atol=1e-5)
+    small, _ = compress_structured(plain)
+    np.testing.assert_allclose(value(small(tokens)), value(model(tokens)), rtol=1e-5, atol=1e-5)
+    if levels == "W+G+N":  # gates whose variable is pruned are constant: fewer columns computed
+        report = gate_neuron_report(plain)
+        assert report["macs_per_token_after"] < report["macs_per_token"]
+
+
+def test_one_hot_lookup_is_the_product_in_training_too():
+    """Same noise draw, lookup vs product: the two input paths of BayesianLSTM agree."""
+    from iss_keras.models.lstm_lm import OneHot
+
+    x = OneHot(12)(np.random.default_rng(0).integers(0, 12, (3, 5)))
+    outs = []
+    for one_hot in (True, False):
+        layer = bayesian.BayesianLSTM(4, gates=True, hidden=True, seed=7, one_hot_input=one_hot,
+                                      return_sequences=True)
+        layer.build(x.shape)
+        if outs:
+            layer.set_weights(weights)
+        weights = layer.get_weights()
+        outs.append(value(layer(x, training=True)))
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
+
+
+def test_layer_hints_reach_method_layers_only():
+    from iss_keras.sparsity.base import NO_SPARSITY
+
+    stock = NO_SPARSITY.layer(keras.layers.LSTM, 3, one_hot_input=True)
+    assert type(stock) is keras.layers.LSTM
+    dense = SparseVD("W", dense=False).layer(keras.layers.Dense, 3, one_hot_input=True)
+    assert type(dense) is keras.layers.Dense

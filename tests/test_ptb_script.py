@@ -9,6 +9,7 @@ from helpers import run_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "ptb", "configs", "tiny_test.flags")
+TINY_WGN = os.path.join(ROOT, "ptb", "configs", "tiny_word_wgn.flags")
 
 
 def run_trainer(*flags, **kwargs):
@@ -46,6 +47,29 @@ def test_tiny_config_end_to_end_then_resume(tmp_path, ptb_dir):
 
 
 @pytest.mark.slow
+def test_word_level_sparse_vd_lm_end_to_end_then_resume(tmp_path, ptb_dir):
+    """Lobacheva et al.'s word LM (one-hot input, W+G+N): train, fold, compress, verify, export."""
+    workdir = str(tmp_path / "run")
+    out = run_trainer(f"--flagfile={TINY_WGN}", f"--data_dir={ptb_dir}", f"--workdir={workdir}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.load(open(os.path.join(workdir, "results.json")))
+    sparse, small = results["test_perplexity_sparse"], results["test_perplexity_shrunk"]
+    assert abs(small - sparse) <= 1e-3 * sparse and 1 < sparse < 200
+    g = results["gate_neuron"]
+    assert g["nonzero_weights"] < g["weights"] and g["macs_per_token_after"] < g["macs_per_token"]
+    gates = g["layers"]["lstm_0"]["nonconstant_gates"]
+    assert sum(gates.values()) < 4 * 16, "no gate became constant"
+    assert results["export"]["tflite"]["max_rel_diff"] <= 1e-4
+    assert os.path.exists(os.path.join(workdir, "plots", "gates_lstm_0.png"))
+    again = run_trainer(f"--flagfile={os.path.join(workdir, 'flags.txt')}", "--epochs=3",
+                        "--noexport")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "after epoch 2" in again.stdout
+    assert [row["epoch"] for row in json.load(open(os.path.join(workdir, "history.json")))] == [
+        1, 2, 3]
+
+
+@pytest.mark.slow
 def test_train_under_jax_then_export_under_tensorflow(tmp_path, ptb_dir):
     """The GPU-machine workflow: train where there is no TensorFlow, export afterwards."""
     pytest.importorskip("jax")
@@ -67,6 +91,7 @@ def test_train_under_jax_then_export_under_tensorflow(tmp_path, ptb_dir):
     ("--lr_schedule=cosine", "lr_schedule"),
     ("--steps=0", "steps must be >= 1"),
     ("--quantize=int4", "quantize"),
+    ("--loss_units=sum", "loss_units"),
 ])
 def test_bad_flags_are_named(tmp_path, ptb_dir, flag, message):
     out = run_trainer(f"--flagfile={TINY}", f"--data_dir={ptb_dir}",

@@ -93,3 +93,28 @@ def test_bidaf_table_reads_em_f1_and_sizes():
     row = results_script.bidaf_table({"quick_iss": r}).splitlines()[2]
     assert "6.80 / 14.70 (yes)" in row and "21/8, 2/16, 9/12" in row and "| 21, 16, 12 |" in row
     assert "364,335 → 231,607" in row and "(1.97×)" in row and "pipeline check" in row
+
+
+def test_gate_neuron_rows_sit_beside_the_same_epoch_of_their_log():
+    gate_neuron = {"layers": {"lstm_0": {"hidden": "250/256", "inputs": "9400/10000",
+                                         "nonconstant_gates": {"i": 200, "f": 210, "c": 250,
+                                                               "o": 190}}},
+                   "vocabulary": {}, "weights": 13_073_168, "nonzero_weights": 400_000,
+                   "compression": 32.68, "macs_per_token": 13_062_144,
+                   "macs_per_token_after": 8_000_000}
+    lm = fake_results(gate_neuron=gate_neuron, epochs=8, test_perplexity_shrunk=180.123,
+                      run={**fake_results()["run"], "config": {"sparsity": {"methods": [
+                          {"name": "sparse_vd", "config": {"levels": "W+G+N"}}]}}})
+    anchors = {"word": {"config": "LLRL", "test_perplexity": 116.47, "compression": 24.46,
+                        "hidden": "117/256", "gates": "201/1024", "epochs": 150,
+                        "by_epoch": {"8": {"test_perplexity": 177.32, "compression": 31.22,
+                                           "hidden": "252/256", "gates": "783/1024"}}}}
+    table = results_script.gate_neuron_table({"word": lm, "dense": fake_results()}, anchors)
+    assert "`dense`" not in table  # no gate-neuron picture, no row
+    row = [line for line in table.splitlines() if line.startswith("| `word`")][0]
+    for text in ("SparseVD W+G+N", "| 8 |", "250/256", "200/210/250/190", "32.7×",
+                 "13,062,144 → 8,000,000", "ppl 180.12", "ppl 177.32, 31×, hidden 252/256",
+                 "ppl 116.47, 24×, hidden 117/256, gates 201/1024 (LLRL, 150 epochs)"):
+        assert text in row, (text, row)
+    assert "gate_neuron" not in results_script.runs_table({"word": lm}, {})  # not an ISS row
+    assert "`word`" not in results_script.runs_table({"word": lm}, {})
