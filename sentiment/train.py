@@ -80,8 +80,13 @@ def make_task(options):
     if model.word_vectors:
         from iss_keras.datasets.glove import vectors_for
 
-        ids, vectors = vectors_for(task.vocabulary.words, model.word_vectors,
-                                   dim=model.embedding_size)
+        try:
+            ids, vectors = vectors_for(task.vocabulary.words, model.word_vectors,
+                                       dim=model.embedding_size)
+        except ValueError as e:
+            raise ValueError(f"--word_vectors={model.word_vectors!r}: {e} Its vectors must be "
+                             f"--embedding_size={model.embedding_size} wide (glove.6B.50d: "
+                             "--embedding_size=50).") from None
         if not len(ids):
             raise ValueError(f"--word_vectors={model.word_vectors!r} has none of the "
                              "vocabulary's words; pass a GloVe file of the same language.")

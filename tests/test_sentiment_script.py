@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from helpers import run_script
@@ -50,3 +51,48 @@ def test_missing_data_is_named(tmp_path):
     out = run_script("sentiment/train.py", f"--flagfile={TINY}", f"--data_dir={tmp_path}",
                      f"--workdir={tmp_path / 'run'}", timeout=120)
     assert out.returncode != 0 and "amazon_cells_labelled.txt" in out.stderr, out.stderr[-2000:]
+
+
+GLOVE = os.path.join(DATA, "glove", "glove.6B.50d.top50000.txt.gz")
+
+
+def load_trainer_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sentiment_train",
+                                                  os.path.join(ROOT, "sentiment", "train.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # defines its absl flags: once per test process
+    return module
+
+
+def test_word_vectors_start_the_embedding_rows_of_the_words_glove_has():
+    from conftest import shared_file
+    from iss_keras.datasets.glove import load_glove, vectors_for
+    from iss_keras.tasks.classification import ClassificationConfig
+    from iss_keras.training import TrainConfig
+
+    glove = shared_file("glove", "glove.6B.50d.top50000.txt.gz")
+    ids, vectors = vectors_for(["<pad>", "<oov>", "The", "qqzzxq", "cat"], glove)
+    words, table = load_glove(glove, words={"the", "cat"})
+    assert ids.tolist() == [2, 4]
+    for row, word in zip(vectors, ("the", "cat")):
+        np.testing.assert_array_equal(row, table[words.index(word)])
+
+    trainer = load_trainer_module()
+    options = {trainer.ModelConfig: trainer.ModelConfig(embedding_size=50, units=4,
+                                                        word_vectors=glove),
+               ClassificationConfig: ClassificationConfig(data_dir=DATA, dataset="uci_amazon",
+                                                          max_words=300, max_length=10),
+               TrainConfig: TrainConfig()}
+    task = trainer.make_task(options)
+    embedding = np.asarray(task.build("train").get_layer("embedding").get_weights()[0])
+    words = task.vocabulary.words
+    ids, vectors = vectors_for(words, glove)
+    assert 0 < len(ids) < len(words)
+    np.testing.assert_array_equal(embedding[ids], vectors)
+    others = np.setdiff1d(np.arange(len(words)), ids)
+    assert np.abs(embedding[others]).max() <= 0.05  # the layer's own uniform init
+    with pytest.raises(ValueError, match="--embedding_size=16"):
+        trainer.make_task({**options, trainer.ModelConfig: trainer.ModelConfig(
+            embedding_size=16, word_vectors=glove)})
