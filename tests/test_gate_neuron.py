@@ -285,3 +285,20 @@ def test_layer_hints_reach_method_layers_only():
     assert type(stock) is keras.layers.LSTM
     dense = SparseVD("W", dense=False).layer(keras.layers.Dense, 3, one_hot_input=True)
     assert type(dense) is keras.layers.Dense
+
+
+def test_each_epoch_logs_the_weights_kept_so_far():
+    method, model = bayesian_classifier("W+G+N", seed=8)
+    before = method.epoch_summary()
+    embedding = model.get_layer("embedding")
+    table = value(embedding.embeddings)
+    assert before["sparse_vd_noisy_weights"] > table.size  # embedding, LSTM kernels, classifier
+    half = table[: len(table) // 2]
+    was_kept = int(np.sum(2 * -3.0 - np.log(half ** 2 + 1e-8) <= 3))
+    table[: len(table) // 2] = 0.0  # log alpha = -6 - log(1e-8) > 3: pruned
+    embedding.embeddings.assign(table)
+    after = method.epoch_summary()
+    assert after["sparse_vd_kept_weights"] == before["sparse_vd_kept_weights"] - was_kept > 0
+    assert after["sparse_vd_compression"] == pytest.approx(
+        after["sparse_vd_noisy_weights"] / after["sparse_vd_kept_weights"])
+    assert after["sparse_vd_compression"] > before["sparse_vd_compression"]

@@ -70,6 +70,11 @@ def kept(mu, log_sigma):
     return ops.cast(log_alpha(mu, log_sigma) <= THRESHOLD, mu.dtype)
 
 
+def kept_mask(mu, log_sigma):
+    """Boolean: the variable survives (log alpha <= 3)."""
+    return log_alpha(mu, log_sigma) <= THRESHOLD
+
+
 def _noisy(mu, log_sigma, training, seed_generator, shape=None):
     """Training: `mu + sigma * eps`; evaluation: `mu` where kept, else 0."""
     if training:
@@ -82,6 +87,10 @@ class _Bayesian:
     """What the Bayesian layers share: the KL scale and the log sigma initializer."""
 
     kl_scale = 0.0  # 1 / training examples, set by the method before training
+
+    def weight_pairs(self):
+        """`(theta, log_sigma)` of every weight with noise (the W level)."""
+        return []
 
     def _log_sigma(self, shape, name):
         return self.add_weight(shape=shape, name=name,
@@ -134,6 +143,9 @@ class BayesianEmbedding(_Bayesian, keras.layers.Embedding):
     def compute_output_spec(self, inputs, training=False):
         return super().compute_output_spec(inputs)
 
+    def weight_pairs(self):
+        return [(self.embeddings, self.embeddings_log_sigma)] if self.weight_noise else []
+
     def kl(self):
         total = 0.0
         if self.weight_noise:
@@ -180,6 +192,9 @@ class BayesianDense(_Bayesian, keras.layers.Dense):
             out = out + self.bias
         self.add_loss(self.kl_scale * self.kl())
         return self.activation(out) if self.activation is not None else out
+
+    def weight_pairs(self):
+        return [(self.kernel, self.kernel_log_sigma)]
 
     def kl(self):
         return ops.sum(kl_log_uniform(log_alpha(self.kernel, self.kernel_log_sigma)))
@@ -291,6 +306,12 @@ class BayesianLSTMCell(_Bayesian, keras.layers.Layer):
         c = f * c + i * g
         h = o * self.activation(c) * z_h
         return h, [h, c]
+
+    def weight_pairs(self):
+        if not self.weight_noise:
+            return []
+        return [(self.kernel, self.kernel_log_sigma),
+                (self.recurrent_kernel, self.recurrent_log_sigma)]
 
     def kl(self):
         total = 0.0
@@ -568,6 +589,20 @@ class SparseVD(StructuredRebuild, SparsityMethod):
         for layer in self._layers:
             layer.kl_scale = 1.0 / size
         return []
+
+    def epoch_summary(self):
+        """Weights with noise kept so far (log alpha <= 3) and their compression, as the
+        original prints every epoch (before folding: dead units and gates come at the end)."""
+        kept = total = 0
+        for layer in self._layers:
+            for theta, log_sigma in layer.weight_pairs():
+                kept += int(np.count_nonzero(np.asarray(ops.convert_to_numpy(
+                    kept_mask(theta, log_sigma)))))
+                total += int(np.prod(theta.shape))
+        if not total:
+            return {}
+        return {"sparse_vd_kept_weights": kept, "sparse_vd_noisy_weights": total,
+                "sparse_vd_compression": total / max(1, kept)}
 
     def finalize(self, model):
         return fold_into_plain_model(model) if any(isinstance(l, _Bayesian)

@@ -145,6 +145,10 @@ def describe_row(row, monitor=None):
             parts.append(f"{key.replace('_', ' ')} {row[key]:.2f},")
     parts.append(f"active units {row['active_units']}, multiply-adds/token "
                  f"{row['macs_per_token_after']:,} of {row['macs_per_token']:,}")
+    if "sparse_vd_kept_weights" in row:
+        parts[-1] += ","
+        parts.append(f"SparseVD weights kept {row['sparse_vd_kept_weights']:,} of "
+                     f"{row['sparse_vd_noisy_weights']:,} ({row['sparse_vd_compression']:,.1f}x)")
     if "tokens_per_second" in row:
         parts.append(f"({row['tokens_per_second']:,.0f} tokens/s)")
     return " ".join(parts)
