@@ -220,7 +220,10 @@ def gate_neuron_table(runs, anchors):
         same = (f"{_published_score(same)}, {same['compression']:,.0f}×, hidden "
                 f"{same['hidden']}, gates {same['gates']}" if same else "—")
         rows.append([
-            f"`{config}`", _method(r), str(r["epochs"]), str(layer["hidden"]),
+            f"`{config}`", _method(r),
+            str(r["epochs"]) + (f" (tested: {r['tested_epoch']})"
+                                if r.get("tested_epoch") not in (None, r["epochs"]) else ""),
+            str(layer["hidden"]),
             str(layer["inputs"]), ", ".join(g["vocabulary"].values()) or "—",
             "/".join(str(layer["nonconstant_gates"].get(k, "—")) for k in "ifco"),
             f"{g['compression']:,.1f}×",
