@@ -35,6 +35,11 @@ def git_commit(directory=None):
     return commit, bool(status)
 
 
+# The code a run ran is the code when it started: the library's commit is read once, when this
+# module is first imported (the trainers import it before training), not when the run finishes.
+_LIBRARY_AT_IMPORT = git_commit()
+
+
 def accelerators():
     """Names of the GPUs the current Keras backend sees (empty on a CPU machine)."""
     import keras
@@ -63,7 +68,7 @@ def provenance(**extra):
     import keras
     import numpy as np
 
-    commit, dirty = git_commit()
+    commit, dirty = _LIBRARY_AT_IMPORT
     record = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "accelerators": accelerators(),

@@ -187,3 +187,13 @@ def test_moving_averages_are_validated_checkpointed_and_resumed(tmp_path):
     resumed = run(tmp_path / "killed", 2).train()
     for e, g in zip(model.get_weights(), resumed.get_weights()):
         np.testing.assert_allclose(g, e, atol=1e-5)
+
+
+def test_provenance_names_the_commit_the_run_started_from(monkeypatch):
+    """A checkout that moves on while a run trains does not change the run's recorded commit."""
+    from iss_keras import provenance
+
+    started = provenance._LIBRARY_AT_IMPORT
+    monkeypatch.setattr(provenance, "git_commit", lambda directory=None: ("f" * 40, True))
+    record = provenance.provenance()
+    assert (record["commit"], record["uncommitted_changes"]) == started
