@@ -101,6 +101,4 @@ def vectors_for(words, path, dim=50):
     found, matrix = load_glove(path, words={w.lower() for w in words}, dim=dim)
     row = {w: i for i, w in enumerate(found)}
     ids = [i for i, w in enumerate(words) if w.lower() in row]
-    vectors = (matrix[[row[words[i].lower()] for i in ids]] if ids
-               else np.zeros((0, dim), np.float32))
-    return np.asarray(ids, np.int64), vectors
+    return np.asarray(ids, np.int64), matrix[[row[words[i].lower()] for i in ids]]

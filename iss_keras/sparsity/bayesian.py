@@ -65,14 +65,14 @@ def kl_log_uniform(log_alpha_value):
             + 0.5 * ops.log1p(ops.exp(-log_alpha_value)))
 
 
-def kept(mu, log_sigma):
-    """0/1 (float): the variable survives (log alpha <= 3)."""
-    return ops.cast(log_alpha(mu, log_sigma) <= THRESHOLD, mu.dtype)
-
-
 def kept_mask(mu, log_sigma):
     """Boolean: the variable survives (log alpha <= 3)."""
     return log_alpha(mu, log_sigma) <= THRESHOLD
+
+
+def kept(mu, log_sigma):
+    """0/1 (float): the variable survives (log alpha <= 3)."""
+    return ops.cast(kept_mask(mu, log_sigma), mu.dtype)
 
 
 def _noisy(mu, log_sigma, training, seed_generator, shape=None):
