@@ -19,6 +19,8 @@ Example:
 
 import dataclasses
 
+from absl import flags
+
 OURS = "[ours, not in the paper] "
 
 
@@ -53,7 +55,11 @@ def _flag_kind(field):
 
 
 def define_flags(*classes, flag_values=None, module_name=None):
-    """Register one absl flag per field of each dataclass (skipping ones already defined).
+    """Register one absl flag per field of each dataclass.
+
+    Flags share one namespace: a field name that is already a flag (defined by
+    another dataclass, or by an earlier call) raises ValueError naming both, so
+    two options never silently become one flag.
 
     Args:
         classes: option dataclasses.
@@ -63,14 +69,16 @@ def define_flags(*classes, flag_values=None, module_name=None):
 
     Returns the names defined now.
     """
-    from absl import flags
-
     values = flags.FLAGS if flag_values is None else flag_values
-    defined = []
+    defined, owners = [], {}
     for cls in classes:
         for field in dataclasses.fields(cls):
             if field.name in values:
-                continue
+                before = owners.get(field.name, "an earlier definition")
+                raise ValueError(f"Option {field.name!r} of {cls.__name__} is already a flag "
+                                 f"(from {before}); flags share one namespace, so rename one "
+                                 "of the two fields.")
+            owners[field.name] = cls.__name__
             kind = _flag_kind(field)
             help_text = field.metadata.get("help", "")
             default = field.default
@@ -95,8 +103,6 @@ def read_flags(cls, flag_values=None):
     for a default of ints, else strings). Validation is the dataclass's own
     (`__post_init__`), so bad values raise ValueError naming the option.
     """
-    from absl import flags
-
     values = flags.FLAGS if flag_values is None else flag_values
     kwargs = {}
     for field in dataclasses.fields(cls):
@@ -137,6 +143,26 @@ def check_at_least(instance, minimum, *names):
         value = getattr(instance, name)
         if not (minimum <= value < float("inf")):
             raise ValueError(f"{name} must be >= {minimum}. Received: {name}={value}")
+
+
+def check_fraction(instance, *names, low_open=False, high_open=True):
+    """Raise ValueError unless every named field of `instance` is a fraction in range.
+
+    The range is [0, 1) by default (a rate that may be 0, never 1);
+    `low_open=True` excludes 0, `high_open=False` includes 1. The message
+    quotes the field and its value.
+    """
+    for name in names:
+        check_fraction_value(name, getattr(instance, name), low_open=low_open, high_open=high_open)
+
+
+def check_fraction_value(name, value, low_open=False, high_open=True):
+    """`check_fraction` for a plain value: ValueError quoting `name=value` when out of range."""
+    too_low = value <= 0.0 if low_open else value < 0.0
+    too_high = value >= 1.0 if high_open else value > 1.0
+    if too_low or too_high or value != value:
+        interval = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be in {interval}. Received: {name}={value}")
 
 
 def check_positive(instance, *names):

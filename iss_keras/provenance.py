@@ -9,6 +9,9 @@ import os
 import platform
 import subprocess
 
+import keras
+import numpy as np
+
 
 def _cpu_name():
     try:
@@ -42,8 +45,6 @@ _LIBRARY_AT_IMPORT = git_commit()
 
 def accelerators():
     """Names of the GPUs the current Keras backend sees (empty on a CPU machine)."""
-    import keras
-
     backend = keras.backend.backend()
     try:
         if backend == "tensorflow":
@@ -65,9 +66,6 @@ def accelerators():
 
 def provenance(**extra):
     """A JSON-ready record of this process's machine, software and code version."""
-    import keras
-    import numpy as np
-
     commit, dirty = _LIBRARY_AT_IMPORT
     record = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -13,6 +13,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -30,6 +31,41 @@ END = "<!-- results-table:{name}:end -->"
 PIPELINE_CHECKS = ("quick_iss", "tiny_test", "quick_baseline", "quick_wgn", "quick_word_wgn")
 
 
+# Kept files whose text may hold paths of the machine a run ran on (rewritten by `keep`).
+TEXT_FILES = ("results.json", "flags.txt", "history.json", "plan.json")
+SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+# An absolute path inside kept text: after a quote, `=`, whitespace or the line's start.
+ABSOLUTE_PATH = re.compile(r"""(?:^|(?<=["'=\s]))/(?:[\w.+-]+/)*[\w.+-]+""", re.MULTILINE)
+
+
+def portable_path(path, workdir=None, run_dir=None):
+    """`path` as a kept file shows it: relative to the repository root.
+
+    A path inside the run's `workdir` becomes the same place under `run_dir`
+    (`runs/<trainer>/<config>`, where replaying the kept flags.txt writes); one
+    under the repository stays relative to it; the data copies beside the
+    repository become `../shared/data/...`. Any other absolute path raises
+    ValueError: it would tie a kept file to one machine's layout.
+    """
+    path = os.path.normpath(path)
+    if workdir is not None:
+        inside = os.path.relpath(path, os.path.abspath(workdir))
+        if not inside.startswith(os.pardir):
+            return run_dir if inside == os.curdir else os.path.join(run_dir, inside)
+    for base, shown in ((SHARED_DATA, os.path.join(os.pardir, "shared", "data")), (ROOT, "")):
+        inside = os.path.relpath(path, base)
+        if not inside.startswith(os.pardir):
+            return shown if inside == os.curdir else os.path.join(shown, inside)
+    raise ValueError(f"{path!r} is outside the repository and ../shared/data: a kept file must "
+                     "not hold another machine's paths. Run with --data_dir under ../shared/data "
+                     "(or inside the repository).")
+
+
+def portable_text(text, workdir=None, run_dir=None):
+    """`text` with every absolute path rewritten by `portable_path` (nothing else changes)."""
+    return ABSOLUTE_PATH.sub(lambda m: portable_path(m.group(0), workdir, run_dir), text)
+
+
 def keep(workdir, trainer, config):
     """Copy a finished run's record into results/<trainer>/<config>/ (atomically per file)."""
     missing = [f for f in REQUIRED if not os.path.isfile(os.path.join(workdir, f))]
@@ -43,14 +79,28 @@ def keep(workdir, trainer, config):
                          "commit): re-run the same command to redo the final step with this "
                          "version, then keep it.")
     target = os.path.join(RESULTS, trainer, config)
-    os.makedirs(os.path.join(target, "plots"), exist_ok=True)
     patterned = [os.path.relpath(path, workdir) for pattern in KEPT_PATTERNS
                  for path in sorted(glob.glob(os.path.join(workdir, pattern)))]
+    run_dir = os.path.join("runs", trainer, config)
+    texts = {}  # paths made relative to the repository first: a refused run writes nothing
+    for name in TEXT_FILES:
+        source = os.path.join(workdir, name)
+        if os.path.isfile(source):
+            with open(source) as f:
+                try:
+                    texts[name] = portable_text(f.read(), workdir, run_dir)
+                except ValueError as e:
+                    raise SystemExit(f"{source}: {e}") from None
+    os.makedirs(os.path.join(target, "plots"), exist_ok=True)
     for name in KEPT_FILES + tuple(patterned):
         source = os.path.join(workdir, name)
         if os.path.isfile(source):
             tmp = os.path.join(target, f".{os.path.basename(name)}.tmp")
-            shutil.copyfile(source, tmp)
+            if name in texts:
+                with open(tmp, "w") as f:
+                    f.write(texts[name])
+            else:
+                shutil.copyfile(source, tmp)
             os.replace(tmp, os.path.join(target, name))
     print(f"kept {workdir} -> {os.path.relpath(target, ROOT)}")
 

@@ -23,6 +23,7 @@ import time
 import keras
 
 from iss_keras.files import write_text
+from iss_keras.startup import quietly
 
 
 class StopOnNaN(keras.callbacks.TerminateOnNaN):
@@ -156,8 +157,6 @@ def describe_row(row, monitor=None):
 
 def tensorboard(log_dir):
     """`keras.callbacks.TensorBoard` for epoch scalars, or None without TensorFlow installed."""
-    from iss_keras.startup import quietly
-
     try:
         with quietly():  # under JAX or torch, TensorFlow starts here: no CUDA noise
             import tensorflow  # noqa: F401  (Keras's TensorBoard writes through tf.summary)

@@ -14,6 +14,8 @@ rescaled.
 
 import dataclasses
 
+import keras
+
 from iss_keras.options import check_at_least, check_positive, option
 
 SCHEDULES = ("zaremba", "step", "constant")
@@ -77,8 +79,6 @@ class TrainConfig:
         return self.max_grad_norm / loss_scale if self.max_grad_norm else None
 
     def make_optimizer(self, loss_scale):
-        import keras
-
         cls = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}[self.optimizer]
         ema = {"use_ema": True, "ema_momentum": self.ema} if self.ema else {}
         return cls(self.keras_learning_rate(0, loss_scale),

@@ -39,6 +39,7 @@ import os
 import keras
 import numpy as np
 
+from iss_keras.keras_internals import all_layers, clip_after_all_reduce, replace_rnn_states
 from iss_keras.options import option
 
 DISTRIBUTIONS = ("auto", "none", "data_parallel")
@@ -167,8 +168,6 @@ class Placement:
         """Per-replica carried state (TensorFlow): each replica keeps its own rows' state."""
         if self.engine != "tensorflow" or self.replicas == 1:
             return model
-        from iss_keras.keras_internals import all_layers, replace_rnn_states
-
         with self.strategy.scope():
             for layer in all_layers(model):
                 if getattr(layer, "stateful", False) and getattr(layer, "states", None):
@@ -181,8 +180,6 @@ class Placement:
     def optimizer(self, optimizer):
         """The optimizer to compile with (TensorFlow: clip after the sum over replicas)."""
         if self.engine == "tensorflow" and self.replicas > 1 and optimizer.global_clipnorm:
-            from iss_keras.keras_internals import clip_after_all_reduce
-
             with self.strategy.scope():
                 return clip_after_all_reduce(optimizer)
         return optimizer
