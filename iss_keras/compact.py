@@ -24,21 +24,19 @@ from keras import ops
 
 from iss_keras.discovery import functional_graph, recurrent_layers_by_family
 from iss_keras.files import write_text
-from iss_keras.keras_internals import all_layers, outputs_from_zero_state
-from iss_keras.rebuild import ShrinkVerificationError, probe_inputs
-
-GATE_NAMES = {"lstm": ("i", "f", "c", "o"), "gru": ("z", "r", "h")}
+from iss_keras.gates import GATE_NAMES, GATED_KINDS, cell_kind
+from iss_keras.keras_internals import outputs_from_zero_state
+from iss_keras.macs import macs_per_token as matmul_macs  # noqa: F401  (its older name)
+from iss_keras.rebuild import ShrinkVerificationError, output_difference, probe_inputs
 
 
 def _kind(cell):
-    if isinstance(cell, keras.layers.LSTMCell):
-        return "lstm"
-    if isinstance(cell, keras.layers.GRUCell):
-        if not cell.reset_after:
-            raise ValueError(f"GRU {cell.name!r} has reset_after=False; gate compression "
-                             "supports reset_after=True (Keras's default, the cuDNN form).")
-        return "gru"
-    return None
+    """The kind ("lstm", "gru") of a cell gate compression rebuilds; None for one it leaves."""
+    kind = cell_kind(cell)
+    if kind == "gru" and not cell.reset_after:
+        raise ValueError(f"GRU {cell.name!r} has reset_after=False; gate compression "
+                         "supports reset_after=True (Keras's default, the cuDNN form).")
+    return kind if kind in GATED_KINDS else None
 
 
 @keras.saving.register_keras_serializable(package="iss_keras")
@@ -66,7 +64,7 @@ class CompactCell(keras.layers.Layer):
     def __init__(self, kind, units, input_columns, recurrent_columns, activation="tanh",
                  recurrent_activation="sigmoid", **kwargs):
         super().__init__(**kwargs)
-        if kind not in GATE_NAMES:
+        if kind not in GATED_KINDS:
             raise ValueError(f"kind must be 'lstm' or 'gru'. Received: kind={kind!r}")
         self.kind = kind
         self.units = int(units)
@@ -283,25 +281,10 @@ def compress_gates(model, verify=True, tolerance=1e-5, trials=2):
             inputs = probe_inputs(model, seed=trial)
             for i, (e, g) in enumerate(zip(outputs_from_zero_state(model, inputs),
                                            outputs_from_zero_state(compact, inputs))):
-                scale = max(1.0, float(np.abs(e).max()) if e.size else 1.0)
-                diff = float(np.abs(e.astype(np.float64) - g).max()) / scale if e.size else 0.0
+                _, diff = output_difference(e, g)
                 if not diff <= tolerance:
                     raise ShrinkVerificationError(
                         f"Output {i} of the gate-compressed model differs by {diff:.3g} "
                         f"(relative), above {tolerance}: a bug, please report it.")
     return compact, plan
 
-
-def matmul_macs(model):
-    """Multiply-adds per step of every matrix product: Dense kernels and recurrent kernels
-    (CompactCell's computed columns only), as `iss_keras.sparsity_report` counts them."""
-    total = 0
-    for layer in all_layers(model):
-        if isinstance(layer, keras.layers.Dense):
-            total += int(np.prod(layer.kernel.shape))
-        elif callable(getattr(layer, "matmul_kernels", None)):
-            total += sum(int(np.prod(v.shape)) for v in layer.matmul_kernels())
-        elif isinstance(layer, (keras.layers.LSTMCell, keras.layers.GRUCell,
-                                keras.layers.SimpleRNNCell)):
-            total += int(np.prod(layer.kernel.shape)) + int(np.prod(layer.recurrent_kernel.shape))
-    return total

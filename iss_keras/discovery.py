@@ -21,6 +21,7 @@ import collections
 import keras
 import numpy as np
 
+from iss_keras.gates import cell_kind, num_gates
 from iss_keras.groups import Footprint, GroupSet, UnitFamily
 from iss_keras.keras_internals import all_layers, graph_nodes, is_graph_model, sequential_graph
 
@@ -28,12 +29,6 @@ from iss_keras.keras_internals import all_layers, graph_nodes, is_graph_model, s
 class UnsupportedLayerError(ValueError):
     """A layer consumes hidden units in a way iss_keras cannot account for."""
 
-
-_RNN_CELLS = {
-    keras.layers.LSTMCell: 4,
-    keras.layers.GRUCell: 3,
-    keras.layers.SimpleRNNCell: 1,
-}
 
 # Layers that map channel k of their input to channel k of their output and
 # have no weights: a unit's outgoing weights are found behind them unchanged.
@@ -78,7 +73,7 @@ def rnn_cell(layer):
     cell = getattr(layer, "cell", None)
     if not isinstance(layer, keras.layers.RNN):
         return None
-    if type(cell) in _RNN_CELLS or _follows_cell_protocol(cell):
+    if cell_kind(cell) is not None or _follows_cell_protocol(cell):
         return cell
     return None
 
@@ -105,10 +100,6 @@ def recurrent_layers_by_family(model):
         elif rnn_cell(layer) is not None:
             out[layer.name] = RecurrentLayerAt(layer, layer, None)
     return out
-
-
-def num_gates(cell):
-    return _RNN_CELLS[type(cell)]
 
 
 def functional_graph(model):

@@ -23,7 +23,7 @@ import numpy as np
 
 from iss_keras.files import atomic_path
 from iss_keras.keras_internals import outputs_from_zero_state, tflite_op_names
-from iss_keras.rebuild import probe_inputs
+from iss_keras.rebuild import output_difference, probe_inputs
 from iss_keras.startup import quietly
 
 QUANTIZATIONS = (None, "int8", "float16")
@@ -180,8 +180,7 @@ def _compare(expected, got, tolerance, what):
         if e.shape != g.shape:
             raise ExportVerificationError(
                 f"Output {i} of the {what} has shape {g.shape}; Keras gives {e.shape}.")
-        diff = float(np.abs(e.astype(np.float64) - g).max()) if e.size else 0.0
-        rel = diff / max(1.0, float(np.abs(e).max()) if e.size else 1.0)
+        diff, rel = output_difference(e, g)
         worst_abs, worst_rel = max(worst_abs, diff), max(worst_rel, rel)
         if not rel <= tolerance:
             raise ExportVerificationError(

@@ -21,14 +21,8 @@ import keras
 
 from iss_keras.discovery import (_Tracer, UnsupportedLayerError, recurrent_layers_by_family,
                                  rnn_cell)
+from iss_keras.gates import is_gated, num_gates
 from iss_keras.groups import Footprint, GroupSet, UnitFamily
-
-GATES = {keras.layers.LSTMCell: ("i", "f", "c", "o"), keras.layers.GRUCell: ("z", "r", "h")}
-
-
-def gate_names(cell):
-    """The gate letters of a gated cell (LSTM i, f, c, o; GRU z, r, h), or None."""
-    return GATES.get(type(cell))
 
 
 def gate_groups(model):
@@ -37,10 +31,9 @@ def gate_groups(model):
     families = []
     for name, where in recurrent_layers_by_family(model).items():
         cell = where.rnn.cell
-        names = gate_names(cell)
-        if names is None:
+        if not is_gated(cell):
             continue
-        size = len(names) * cell.units
+        size = num_gates(cell) * cell.units
         families.append(UnitFamily(f"{name}/gates", size, [
             Footprint(cell.kernel.path, axis=1, role="incoming"),
             Footprint(cell.recurrent_kernel.path, axis=1, role="incoming")]))
@@ -53,7 +46,7 @@ def input_neuron_groups(model):
     families = []
     for name, where in recurrent_layers_by_family(model).items():
         cell = where.rnn.cell
-        if gate_names(cell) is None:
+        if not is_gated(cell):
             continue
         families.append(UnitFamily(f"{name}/inputs", int(cell.kernel.shape[0]), [
             Footprint(cell.kernel.path, axis=0, role="incoming")]))
@@ -88,4 +81,4 @@ def channel_groups(model):
 def recurrent_cells(model):
     """family name -> cell of every gated recurrent layer (direction) of `model`."""
     return {name: where.rnn.cell for name, where in recurrent_layers_by_family(model).items()
-            if gate_names(where.rnn.cell) is not None and rnn_cell(where.rnn) is not None}
+            if is_gated(where.rnn.cell) and rnn_cell(where.rnn) is not None}

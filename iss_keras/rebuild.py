@@ -337,6 +337,14 @@ def probe_inputs(model, batch=3, steps=7, seed=0):
     return values
 
 
+def output_difference(expected, got):
+    """`(absolute, relative)`: the largest |expected - got| of one output, and the same
+    divided by `max(1, max|expected|)`, the measure every verification here compares with
+    its tolerance (shrink, gate compression, export). Both 0 for an empty output."""
+    if not expected.size:
+        return 0.0, 0.0
+    absolute = float(np.abs(expected.astype(np.float64) - got).max())
+    return absolute, absolute / max(1.0, float(np.abs(expected).max()))
 
 
 def verify_equivalence(model, shrunk, plan, tolerance=1e-5, trials=2, seed=0):
@@ -363,8 +371,7 @@ def verify_equivalence(model, shrunk, plan, tolerance=1e-5, trials=2, seed=0):
             if e.shape != g.shape:
                 raise ShrinkVerificationError(
                     f"Output {i} of the shrunk model has shape {g.shape}, expected {e.shape}.")
-            scale = max(1.0, float(np.abs(e).max()) if e.size else 1.0)
-            diff = float(np.abs(e.astype(np.float64) - g).max()) / scale if e.size else 0.0
+            _, diff = output_difference(e, g)
             worst = max(worst, diff)
             if not diff <= tolerance:
                 raise ShrinkVerificationError(

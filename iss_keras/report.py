@@ -1,8 +1,9 @@
 """Sparsity report: what training has removed so far, and what it is worth.
 
-Multiply-adds are counted per token (per time step) for matrix products only:
-input and recurrent kernels of every recurrent cell and every Dense kernel
-(embedding lookups and element-wise work are not counted, as in the paper).
+Multiply-adds are counted per token (per time step) for matrix products only,
+by the rule of `iss_keras.macs` (input and recurrent kernels of every
+recurrent cell, Dense kernels, a tied softmax; embedding lookups and
+element-wise work are not counted, as in the paper).
 """
 
 import json
@@ -11,30 +12,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from iss_keras.discovery import discover_groups, is_reverse_call
+from iss_keras.discovery import discover_groups
 from iss_keras.groups import all_zero_mask, variables_by_path
-from iss_keras.keras_internals import all_layers, inbound_nodes
+from iss_keras.macs import macs_per_token
 from iss_keras.rebuild import index_maps, make_plan
-
-
-def _reverse_called(layer):
-    return any(is_reverse_call(node) for node in inbound_nodes(layer))
-
-
-def _matmul_kernels(model):
-    paths = set()
-    for layer in all_layers(model):
-        if isinstance(layer, keras.layers.Dense):
-            paths.add(layer.kernel.path)
-        elif isinstance(layer, (keras.layers.LSTMCell, keras.layers.GRUCell,
-                                keras.layers.SimpleRNNCell)) or hasattr(layer, "iss_footprints"):
-            # RHNCell's recurrent_kernel stacks its micro-steps: each row is used once a step.
-            paths.update(v.path for v in (getattr(layer, "kernel", None),
-                                          getattr(layer, "recurrent_kernel", None)) if v is not None)
-        elif isinstance(layer, keras.layers.ReversibleEmbedding) and _reverse_called(layer):
-            softmax = layer.embeddings if layer.tie_weights else layer.reverse_embeddings
-            paths.add(softmax.path)
-    return paths
 
 
 class SparsityReport:
@@ -103,7 +84,6 @@ def sparsity_report(model, groups=None):
         shape = list(new_shapes[path])
         shape[axis] = len(order)
         new_shapes[path] = tuple(shape)
-    kernels = _matmul_kernels(model)
 
     def count(shape_map, paths):
         return int(sum(np.prod(shape_map[p]) for p in paths))
@@ -114,8 +94,8 @@ def sparsity_report(model, groups=None):
         "nonzero_weights": int(sum(int(np.count_nonzero(ops.convert_to_numpy(v)))
                                    for v in model.weights if v.trainable)),
         "weights_after": count(new_shapes, trainable),
-        "macs_per_token": count(shapes, kernels),
-        "macs_per_token_after": count(new_shapes, kernels),
+        "macs_per_token": macs_per_token(model, shapes),
+        "macs_per_token_after": macs_per_token(model, new_shapes),
     }
     layers = []
     removed = plan.removed

@@ -1,7 +1,11 @@
 import keras
+import numpy as np
 import pytest
 
 import iss_keras
+from helpers import value
+from iss_keras import gates
+from iss_keras.models.rhn import RHNCell
 
 
 def test_groups_of_stacked_lstm_and_json_round_trip():
@@ -130,3 +134,51 @@ def test_a_custom_layer_without_the_protocol_is_refused():
     model = keras.Model(tokens, keras.layers.Dense(30)(Opaque(name="opaque")(h)))
     with pytest.raises(iss_keras.UnsupportedLayerError, match="'opaque'.*iss_consume"):
         iss_keras.discover_groups(model)
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+@pytest.mark.parametrize("cell", [keras.layers.LSTMCell(3), keras.layers.GRUCell(3),
+                                  keras.layers.SimpleRNNCell(3)])
+def test_the_gate_table_is_keras_layout(cell):
+    """One step of each Keras cell, recomputed in numpy with its gates split by the table."""
+    cell.build((None, 2))
+    rng = np.random.default_rng(0)
+    for v in cell.weights:
+        v.assign(rng.normal(size=v.shape).astype("float32"))
+    x, h, c = (rng.normal(size=(4, n)).astype("float32") for n in (2, 3, 3))
+    kind = gates.cell_kind(cell)
+    states = [h, c] if kind == "lstm" else [h]
+    got = value(cell(x, states)[0])
+    w, u, b = (value(v) for v in (cell.kernel, cell.recurrent_kernel, cell.bias))
+    names = gates.gate_names(cell)
+    assert gates.num_gates(cell) == len(names) == w.shape[1] // 3
+
+    def split(a):
+        return dict(zip(names, np.split(a, len(names), axis=-1)))
+
+    if kind == "lstm":
+        z = split(x @ w + h @ u + b)
+        c_new = _sigmoid(z["f"]) * c + _sigmoid(z["i"]) * np.tanh(z["c"])
+        expected = _sigmoid(z["o"]) * np.tanh(c_new)
+    elif kind == "gru":  # reset_after: the reset gate scales the recurrent product
+        xs, hs = split(x @ w + b[0]), split(h @ u + b[1])
+        z, r = _sigmoid(xs["z"] + hs["z"]), _sigmoid(xs["r"] + hs["r"])
+        expected = z * h + (1 - z) * np.tanh(xs["h"] + r * hs["h"])
+    else:
+        expected = np.tanh(split(x @ w + h @ u + b)["h"])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_gate_table_leaves_other_cells_to_their_own_protocol():
+    class MyLSTMCell(keras.layers.LSTMCell):
+        pass
+
+    for cell in (MyLSTMCell(3), RHNCell(3, 2), None):
+        assert gates.cell_kind(cell) is None and gates.gate_names(cell) is None
+        with pytest.raises(ValueError, match=type(cell).__name__):
+            gates.num_gates(cell)
+    assert gates.is_gated(keras.layers.GRUCell(2)) and not gates.is_gated(
+        keras.layers.SimpleRNNCell(2))

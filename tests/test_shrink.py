@@ -128,6 +128,17 @@ def test_wrong_plan_is_caught_by_verification():
         iss_keras.verify_equivalence(model, small, plan)
 
 
+def test_output_difference_is_relative_to_the_larger_of_one_and_the_output():
+    # The measure shrink, gate compression and export all compare with their tolerance.
+    assert shrinking.output_difference(np.array([[0.0, -4.0]], "float32"),
+                                       np.array([[1.0, -4.0]], "float32")) == (1.0, 0.25)
+    absolute, relative = shrinking.output_difference(np.array([0.5], "float32"),
+                                                     np.array([0.25], "float32"))
+    assert absolute == relative == 0.25
+    assert shrinking.output_difference(np.zeros((2, 0), "float32"),
+                                       np.zeros((2, 0), "float32")) == (0.0, 0.0)
+
+
 def test_plan_round_trips_through_json_file(tmp_path):
     model = lm_stack()
     randomize(model)
