@@ -17,9 +17,9 @@ from iss_keras.models.rhn import RHNCell, rhn_language_model
 from iss_keras.rebuild import (ShrinkPlan, ShrinkVerificationError, apply_plan, make_plan,
                                shrink, verify_equivalence)
 from iss_keras.report import SparsityReport, SparsityReportCallback, sparsity_report
+from iss_keras.sparsity.components import (ComponentEnforcer, ISSRegularizer,
+                                           UncoupledRegularizerError, couple, iss_penalty)
 from iss_keras.sparsity.elementwise import L1, ZeroOut
-from iss_keras.sparsity.iss import (ComponentEnforcer, ISSRegularizer, UncoupledRegularizerError,
-                                    couple, iss_penalty)
 from iss_keras.sparsity.row_column import ColumnGroupLasso, RowGroupLasso
 
 __version__ = "0.1.0"
