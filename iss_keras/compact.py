@@ -26,6 +26,7 @@ from iss_keras.discovery import functional_graph, recurrent_layers_by_family
 from iss_keras.files import write_text
 from iss_keras.gates import GATE_NAMES, GATED_KINDS, cell_kind
 from iss_keras.keras_internals import outputs_from_zero_state
+from iss_keras.lstm_step import lstm_step
 from iss_keras.macs import macs_per_token as matmul_macs  # noqa: F401  (its older name)
 from iss_keras.rebuild import ShrinkVerificationError, output_difference, probe_inputs
 
@@ -113,13 +114,8 @@ class CompactCell(keras.layers.Layer):
         u = self.units
         if self.kind == "lstm":
             c = states[1]
-            z = x_part + h_part + self.bias
-            i = self.recurrent_activation(z[:, :u])
-            f = self.recurrent_activation(z[:, u:2 * u])
-            g = self.activation(z[:, 2 * u:3 * u])
-            o = self.recurrent_activation(z[:, 3 * u:])
-            c = f * c + i * g
-            h = o * self.activation(c)
+            h, c = lstm_step(x_part + h_part + self.bias, c, u, self.activation,
+                             self.recurrent_activation)
             return h, [h, c]
         x_part = x_part + self.bias[0]
         h_part = h_part + self.bias[1]

@@ -17,6 +17,8 @@ import re
 import shutil
 import sys
 
+from iss_keras.sparsity import method_class
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "results")
 # The pages whose result tables are generated (each table's markers may sit in any of them).
@@ -189,26 +191,10 @@ def _where(runs):
 
 
 def _method(results):
-    """What made a run sparse, from its recorded sparsity config."""
+    """What made a run sparse: each method of its recorded sparsity config describes itself."""
     methods = results["run"]["config"].get("sparsity", {}).get("methods", [])
-    names = []
-    for m in methods:
-        c = m["config"]
-        if m["name"] == "set":
-            names.append(f"SET {100 * (c['density'] or 0):.0f}%" if c.get("density")
-                         else f"SET eps {c['epsilon']}")
-        elif m["name"] == "iss":
-            target = c.get("target") or {}
-            names.append("ISS" + (f" → {target['units']} units" if target.get("units") else
-                                  f" → {target['macs_ratio']:g}× fewer multiply-adds"
-                                  if target.get("macs_ratio") else ""))
-        elif m["name"] == "sparse_vd":
-            names.append(f"SparseVD {c['levels']}")
-        elif m["name"] == "gate_neuron":
-            names.append(f"pruning {c['levels']}")
-        elif m["name"] not in ("weight_zeroing", "weight_decay"):
-            names.append(m["name"])
-    return ", ".join(names) or "dense"
+    labels = [method_class(m["name"]).describe(m["config"]) for m in methods]
+    return ", ".join(label for label in labels if label) or "dense"
 
 
 def _mean_sd(values, digits=1, scale=100.0):

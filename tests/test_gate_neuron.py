@@ -1,5 +1,7 @@
 """W+G+N: gate compression, the Bayesian (SparseVD) layers and their folding, and pruning."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -9,10 +11,12 @@ from iss_keras.compact import CompactCell, compress_gates, matmul_macs
 from iss_keras.gate_discovery import channel_groups, gate_groups, input_neuron_groups
 from iss_keras.keras_internals import all_layers
 from iss_keras.models.text_classifier import lstm_classifier
-from iss_keras.sparsity import bayesian
-from iss_keras.sparsity.bayesian import SparseVD, SparseVDOptions, fold_into_plain_model
+from iss_keras.sparsity import bayesian, bayesian_layers
+from iss_keras.sparsity.bayesian import SparseVD, SparseVDOptions
+from iss_keras.sparsity.bayesian_layers import fold_into_plain_model
 from iss_keras.sparsity.gate_neuron import GateNeuronOptions, GateNeuronPruning
 from iss_keras.sparsity.structured import compress_structured, gate_neuron_report
+from iss_keras.training.plots import draw
 
 
 def zero_some_columns(model, seed):
@@ -85,7 +89,9 @@ def test_gate_and_neuron_groups_have_the_papers_footprints():
         ("embedding", 1, "incoming"), ("lstm", 0, "outgoing")}
 
 
-def test_dead_channels_units_and_gates_are_removed_exactly():
+def classifier_with_dead_parts():
+    """A classifier with dead input channels 1 and 4, dead hidden unit 2, and the input
+    gate of unit 0 and the forget gate of unit 2 constant."""
     model = lstm_classifier(40, embedding_size=6, units=5, max_length=8, seed=1)
     randomize(model, seed=2)
     cell = model.get_layer("lstm").cell
@@ -99,6 +105,11 @@ def test_dead_channels_units_and_gates_are_removed_exactly():
     for w, a in ((cell.kernel, kernel), (cell.recurrent_kernel, recurrent),
                  (model.get_layer("logits").kernel, dense)):
         w.assign(a.astype("float32"))
+    return model
+
+
+def test_dead_channels_units_and_gates_are_removed_exactly():
+    model = classifier_with_dead_parts()
     report = gate_neuron_report(model)
     assert report["layers"]["lstm"]["hidden"] == "4/5"
     assert report["layers"]["lstm"]["inputs"] == "4/6"
@@ -111,6 +122,23 @@ def test_dead_channels_units_and_gates_are_removed_exactly():
     assert report["macs_per_token_after"] == matmul_macs(small) < matmul_macs(model)
 
 
+def test_gate_pictures_are_drawn_from_the_structure_the_method_gives(tmp_path):
+    model = classifier_with_dead_parts()
+    pictures = GateNeuronPruning("W+G+N", weight_strength=1e-4).pictures(model)
+    assert list(pictures) == ["gate_structure"]
+    lstm = pictures["gate_structure"]["lstm"]
+    assert tuple(lstm["gates"]) == ("i", "f", "c", "o")
+    expected = np.ones((4, 5), bool)
+    expected[0, 0] = False  # the input gate of unit 0 is constant (its two columns are zero)
+    np.testing.assert_array_equal(lstm["active"], expected)
+    np.testing.assert_array_equal(lstm["kept"], [True, True, False, True, True])
+    assert draw(pictures, str(tmp_path)) == [str(tmp_path / "gates_lstm.png")]
+    assert os.path.getsize(tmp_path / "gates_lstm.png") > 0
+    assert SparseVD("W").pictures(model).keys() == pictures.keys()
+    with pytest.raises(ValueError, match="'weights'"):
+        draw({"weights": {}}, str(tmp_path))
+
+
 # -- SparseVD ---------------------------------------------------------------------------------
 
 def test_kl_and_log_alpha_match_numpy():
@@ -118,14 +146,16 @@ def test_kl_and_log_alpha_match_numpy():
     mu = rng.normal(size=50).astype("float32")
     log_sigma = rng.normal(-2, 2, size=50).astype("float32")
     la = np.clip(2 * log_sigma - np.log(mu.astype(np.float64) ** 2 + 1e-8), -8, 8)
-    np.testing.assert_allclose(value(bayesian.log_alpha(mu, log_sigma)), la, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(value(bayesian_layers.log_alpha(mu, log_sigma)), la, rtol=1e-5,
+                               atol=1e-5)
     k1, k2, k3 = 0.63576, 1.87320, 1.48695
     expected = k1 - k1 / (1 + np.exp(-(k2 + k3 * la))) + 0.5 * np.log1p(np.exp(-la))
-    np.testing.assert_allclose(value(bayesian.kl_log_uniform(la.astype("float32"))), expected,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(value(bayesian_layers.kl_log_uniform(la.astype("float32"))),
+                               expected, rtol=1e-5, atol=1e-6)
     # The approximation is a KL: >= 0, large for small alpha (informative), -> 0 as alpha grows.
     assert expected.min() > -1e-3 and expected[np.argmin(la)] > expected[np.argmax(la)]
-    np.testing.assert_array_equal(value(bayesian.kept(mu, log_sigma)), (la <= 3).astype("float32"))
+    np.testing.assert_array_equal(value(bayesian_layers.kept(mu, log_sigma)),
+                                  (la <= 3).astype("float32"))
 
 
 def bayesian_classifier(levels="W+G+N", seed=0):
@@ -158,7 +188,7 @@ def test_folding_into_a_plain_model_keeps_the_evaluation_outputs(levels):
         v.assign((rng.normal(size=v.shape) * (2.0 if "log_sigma" in v.path else 0.5)
                   ).astype("float32"))
     plain = method.finalize(model)
-    assert not any(isinstance(l, bayesian._Bayesian) for l in all_layers(plain))
+    assert not any(isinstance(l, bayesian_layers.BayesianLayer) for l in all_layers(plain))
     tokens = rng.integers(0, 60, (5, 9)).astype("int32")
     np.testing.assert_allclose(value(plain(tokens)), value(model(tokens)), rtol=1e-5, atol=1e-5)
     small, _ = compress_structured(plain)
@@ -241,7 +271,7 @@ def bayesian_word_lm(levels="W+G+N", seed=0, vocab=30):
 def test_one_hot_lm_looks_rows_up_and_folds_into_the_stock_lstm(levels):
     method, model = bayesian_word_lm(levels, seed=5)
     lstm = model.get_layer("lstm_0")
-    assert isinstance(lstm, bayesian.BayesianLSTM) and lstm.one_hot_input
+    assert isinstance(lstm, bayesian_layers.BayesianLSTM) and lstm.one_hot_input
     # The LM's N level is the hidden neurons only (the original's letter R): no variable per word.
     assert not lstm.cell.inputs and lstm.cell.hidden == ("N" in levels)
     assert lstm.cell.gates == ("G" in levels)
@@ -268,8 +298,8 @@ def test_one_hot_lookup_is_the_product_in_training_too():
     x = OneHot(12)(np.random.default_rng(0).integers(0, 12, (3, 5)))
     outs = []
     for one_hot in (True, False):
-        layer = bayesian.BayesianLSTM(4, gates=True, hidden=True, seed=7, one_hot_input=one_hot,
-                                      return_sequences=True)
+        layer = bayesian_layers.BayesianLSTM(4, gates=True, hidden=True, seed=7,
+                                             one_hot_input=one_hot, return_sequences=True)
         layer.build(x.shape)
         if outs:
             layer.set_weights(weights)

@@ -5,6 +5,7 @@ code before the recipe fixes.
 """
 
 import collections
+import dataclasses
 import os
 
 import keras
@@ -118,6 +119,49 @@ def test_zeroing_threshold_is_for_sparsity_runs_only():
     assert zeroing(run_sparsity(iss_strength=0.00245)) == 1e-4
     assert zeroing(run_sparsity(l1_strength=1e-4)) == pytest.approx(2e-4)
     assert zeroing(run_sparsity(l1_strength=1e-5)) == 1e-4
+
+
+def test_methods_are_registered_in_the_order_they_are_built():
+    assert sparsity_lib.registered() == sparsity_lib.METHODS
+    assert [m.name for m in sparsity_lib.METHODS] == [
+        "weight_decay", "l1", "iss", "set", "gate_neuron", "sparse_vd", "weight_zeroing"]
+    assert sparsity_lib.option_classes() == tuple(m.Options for m in sparsity_lib.METHODS)
+    assert sparsity_lib.method_class("iss") is ISS
+    with pytest.raises(ValueError, match="'nope'"):
+        sparsity_lib.method_class("nope")
+
+
+def test_a_method_without_options_or_from_options_is_refused_at_registration():
+    @dataclasses.dataclass
+    class ToyOptions:
+        toy_strength: float = 0.0
+
+    class NoOptions(sparsity_lib.SparsityMethod):
+        name = "no_options"
+
+        @classmethod
+        def from_options(cls, options, context, chosen=()):
+            return None
+
+    class NoBuilder(sparsity_lib.SparsityMethod):
+        name = "no_builder"
+        Options = ToyOptions
+
+    class NamedLikeISS(NoOptions):
+        name = "iss"
+        Options = ToyOptions
+
+    with pytest.raises(TypeError, match="NoOptions.*Options dataclass"):
+        sparsity_lib.register(NoOptions)
+    with pytest.raises(TypeError, match="NoBuilder.*from_options"):
+        sparsity_lib.register(NoBuilder)
+    with pytest.raises(NotImplementedError, match="NoBuilder"):
+        NoBuilder.from_options(ToyOptions(), OptionContext())
+    with pytest.raises(ValueError, match="NamedLikeISS: ISS is registered with the same name 'iss'"):
+        sparsity_lib.register(NamedLikeISS)
+    with pytest.raises(TypeError, match="SparsityMethod subclasses"):
+        sparsity_lib.register(ToyOptions)
+    assert sparsity_lib.registered() == sparsity_lib.METHODS  # none of them got in
 
 
 @pytest.mark.parametrize("threshold", [None, 1e-4])

@@ -118,3 +118,20 @@ def test_gate_neuron_rows_sit_beside_the_same_epoch_of_their_log():
         assert text in row, (text, row)
     assert "gate_neuron" not in results_script.runs_table({"word": lm}, {})  # not an ISS row
     assert "`word`" not in results_script.runs_table({"word": lm}, {})
+
+
+@pytest.mark.parametrize("methods, label", [
+    ([], "dense"),
+    ([("weight_decay", {"strength": 1e-5}), ("weight_zeroing", {"threshold": 1e-4})], "dense"),
+    ([("set", {"density": 0.04, "epsilon": None})], "SET 4%"),
+    ([("set", {"density": None, "epsilon": 20.0})], "SET eps 20.0"),
+    ([("iss", {"target": None}), ("weight_zeroing", {"threshold": 1e-4})], "ISS"),
+    ([("iss", {"target": {"units": [100, 100], "macs_ratio": None}})], "ISS → [100, 100] units"),
+    ([("iss", {"target": {"units": None, "macs_ratio": 2.5}})],
+     "ISS → 2.5× fewer multiply-adds"),
+    ([("l1", {"strength": 1e-4}), ("sparse_vd", {"levels": "W+N"})], "l1, SparseVD W+N"),
+    ([("gate_neuron", {"levels": "W+G+N"})], "pruning W+G+N"),
+])
+def test_each_method_names_its_runs_in_the_tables(methods, label):
+    run = {"config": {"sparsity": {"methods": [{"name": n, "config": c} for n, c in methods]}}}
+    assert results_script._method({"run": run}) == label

@@ -1,34 +1,41 @@
 """Sparsity methods: one module per method behind one interface (`base.SparsityMethod`).
 
 * `elementwise`: L1, weight decay, and the original's zeroing of small weights;
-* `iss`: ISS (group Lasso on whole hidden units), with `target` for ours
-  target-size mode;
+* `components`: ISS's building blocks (the coupled `ISSRegularizer`, `couple`,
+  `ComponentEnforcer`);
+* `iss`: ISS, the method (group Lasso on whole hidden units), with `target` for
+  ours target-size mode;
 * `row_column`: the original's row / column group Lasso regularizers;
 * `evolutionary`: SET, sparse evolutionary training (masks, Erdős–Rényi start, evolution);
-* `bayesian`: SparseVD, Bayesian sparsification of weights, gates and neurons (W+G+N);
+* `bayesian`: SparseVD, Bayesian sparsification of weights, gates and neurons (W+G+N),
+  on the noisy layers of `bayesian_layers`;
 * `gate_neuron`: W / W+N / W+G+N pruning of gates and neurons (group Lasso), rebuilt by
   `structured.compress_structured` (dead units and channels out, constant gates folded).
 
 A trainer builds the run's methods from their options with `from_options`;
 each method's options are a dataclass (`Method.Options`) from which the
 trainers' flags are generated. A new method is a new module plus one line in
-`METHODS`.
+`METHODS`, which registers it (`base.register`: it must declare `Options` and
+`from_options`).
 """
 
 import dataclasses
 
 from iss_keras.sparsity.base import (NO_SPARSITY, Sparsity, SparsityMethod, as_sparsity,
-                                     merge_regularizers)
-from iss_keras.sparsity.elementwise import (L1, L1Sparsity, WeightDecay, WeightZeroing, ZeroOut)
-from iss_keras.sparsity.iss import ISS, ComponentEnforcer, ISSRegularizer, couple
-from iss_keras.sparsity.row_column import ColumnGroupLasso, RowGroupLasso
-from iss_keras.sparsity.evolutionary import SET
+                                     merge_regularizers, method_class, register, registered)
 from iss_keras.sparsity.bayesian import SparseVD
+from iss_keras.sparsity.components import ComponentEnforcer, ISSRegularizer, couple
+from iss_keras.sparsity.elementwise import L1, L1Sparsity, WeightDecay, WeightZeroing, ZeroOut
+from iss_keras.sparsity.evolutionary import SET
 from iss_keras.sparsity.gate_neuron import GateNeuronPruning
+from iss_keras.sparsity.iss import ISS
+from iss_keras.sparsity.row_column import ColumnGroupLasso, RowGroupLasso
 
-# In the order they are built from options: a later method sees the earlier
-# ones (ISS's freeze applies when L1 is on; zeroing only in sparsity runs).
-METHODS = (WeightDecay, L1Sparsity, ISS, SET, GateNeuronPruning, SparseVD, WeightZeroing)
+# The registry, in the order methods are built from options. The order matters: a later
+# method sees the earlier ones (`chosen`: ISS's freeze applies when L1 is on; zeroing only
+# in sparsity runs, so WeightZeroing comes last).
+METHODS = tuple(register(method) for method in (
+    WeightDecay, L1Sparsity, ISS, SET, GateNeuronPruning, SparseVD, WeightZeroing))
 
 
 @dataclasses.dataclass
@@ -50,15 +57,7 @@ class OptionContext:
 
 def option_classes():
     """The options dataclass of every registered method (for the trainers' flags)."""
-    return tuple(m.Options for m in METHODS)
-
-
-def method_class(name):
-    """The registered method class called `name`."""
-    for method in METHODS:
-        if method.name == name:
-            return method
-    raise ValueError(f"Unknown sparsity method {name!r}; known: {[m.name for m in METHODS]}.")
+    return tuple(m.Options for m in registered())
 
 
 def from_options(options, context=None):
@@ -81,14 +80,15 @@ def from_options(options, context=None):
     if unknown:
         raise TypeError(f"Not options of a registered sparsity method: {sorted(map(str, unknown))}")
     chosen = []
-    for method in METHODS:
+    for method in registered():
         made = method.from_options(given.get(method.Options) or method.Options(), context, chosen)
         if made is not None:
             chosen.append(made)
     return Sparsity(chosen)
 
 
-__all__ = ["ColumnGroupLasso", "ComponentEnforcer", "GateNeuronPruning", "ISS", "ISSRegularizer", "L1", "L1Sparsity", "SparseVD",
-           "METHODS", "NO_SPARSITY", "OptionContext", "RowGroupLasso", "SET", "Sparsity",
-           "SparsityMethod", "WeightDecay", "WeightZeroing", "ZeroOut", "as_sparsity", "couple",
-           "from_options", "merge_regularizers", "method_class", "option_classes"]
+__all__ = ["ColumnGroupLasso", "ComponentEnforcer", "GateNeuronPruning", "ISS", "ISSRegularizer",
+           "L1", "L1Sparsity", "METHODS", "NO_SPARSITY", "OptionContext", "RowGroupLasso", "SET",
+           "SparseVD", "Sparsity", "SparsityMethod", "WeightDecay", "WeightZeroing", "ZeroOut",
+           "as_sparsity", "couple", "from_options", "merge_regularizers", "method_class",
+           "option_classes", "register", "registered"]

@@ -24,15 +24,29 @@ questions, each with a harmless default:
    hidden units whose outgoing weights are all zero (identity when none are).
 
 Plus `get_config()` (JSON-ready; `from_config` rebuilds it), `name` (the
-registry key), `sparsifies` (whether it makes the network sparse) and
+registry key), `sparsifies` (whether it makes the network sparse),
 `original_zeroing` (whether the original repository zeroes small weights after
-every step in runs with this method: ISS and L1).
+every step in runs with this method: ISS and L1), and what it adds to a run's
+record: `result_fields(history, model)` (results.json), `pictures(model)` (the
+data of its pictures, drawn by `iss_keras.training.plots.draw`) and the
+classmethod `describe(config)` (how the results tables name a run of it).
+
+A method the trainers offer also declares its options: `Options`, a dataclass
+of `iss_keras.options.option` fields (the trainers' flags), and the classmethod
+`from_options(options, context, chosen)` that builds it from them (None when
+its options are off). `register(cls)` checks both and adds the class to the
+registry (`registered()`, `method_class(name)`); `iss_keras.sparsity` registers
+the package's methods in the order they are built from options.
 
 `Sparsity` combines several methods into one object with the same interface;
 model builders take one `sparsity=` argument, a `Sparsity` (or one method).
 """
 
+import dataclasses
+
 import keras
+
+from iss_keras.rebuild import shrink
 
 # Keyword arguments of `SparsityMethod.layer` that describe a layer's input to a method's own
 # layer; they are dropped before a stock Keras layer is made.
@@ -52,10 +66,31 @@ class SparsityMethod:
 
     name = "none"
     sparsifies = False
+    # A registered method's options dataclass (the trainers' flags); see `from_options`.
+    Options = None
     # The original repository zeroes every weight below a threshold after each
     # step in its sparsity runs (ISS, L1); a method that says so here gets it
     # from options (`WeightZeroing`).
     original_zeroing = False
+
+    @classmethod
+    def from_options(cls, options, context, chosen=()):
+        """The method a run's options ask for, or None when they leave it off.
+
+        Args:
+            options: an instance of `cls.Options`.
+            context: an `iss_keras.sparsity.OptionContext` (the original's units to Keras's).
+            chosen: the methods already built from the same options (registered earlier).
+        """
+        raise NotImplementedError(f"{cls.__name__} does not define from_options(options, "
+                                  "context, chosen): a registered method must say how its "
+                                  "options build it.")
+
+    @classmethod
+    def describe(cls, config):
+        """How a results table names a run of this method, from its recorded `get_config()`;
+        None for a method the tables leave out (e.g. weight decay)."""
+        return cls.name
 
     # 1. what it adds to a layer
     def regularizer(self, slot):
@@ -109,8 +144,6 @@ class SparsityMethod:
         return model
 
     def compress(self, model, groups=None):
-        from iss_keras.rebuild import shrink
-
         return shrink(model, groups)
 
     compresses = False  # True where `compress` is the method's own, not the default shrink
@@ -120,9 +153,10 @@ class SparsityMethod:
         the history rows and the tested model."""
         return {}
 
-    def plots(self, model, directory):
-        """Pictures of what the method learned (PNG paths written), beside the training plots."""
-        return []
+    def pictures(self, model):
+        """The data of the pictures of what the method learned: a dict picture kind -> data,
+        drawn beside the training plots by `iss_keras.training.plots.draw` (none by default)."""
+        return {}
 
     def get_config(self):
         return {}
@@ -137,6 +171,56 @@ class SparsityMethod:
 
 
 NO_SPARSITY = SparsityMethod()
+
+_REGISTRY = {}  # name -> method class, in the order registered
+
+
+def register(cls):
+    """Add the `SparsityMethod` subclass `cls` to the registry (under `cls.name`); returns it.
+
+    The order of registration is the order in which `iss_keras.sparsity.from_options` builds
+    a run's methods: a method sees those registered before it (`chosen`).
+
+    Raises:
+        TypeError: `cls` is not a `SparsityMethod` subclass, or lacks its own `name`, its
+            `Options` dataclass or its `from_options` classmethod.
+        ValueError: another class is registered under the same name or with the same
+            `Options`.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, SparsityMethod)):
+        raise TypeError(f"Only SparsityMethod subclasses can be registered. Received: {cls!r}")
+    missing = []
+    if cls.name == SparsityMethod.name:
+        missing.append("a name (class attribute `name`, the registry key)")
+    if not (isinstance(cls.Options, type) and dataclasses.is_dataclass(cls.Options)):
+        missing.append(f"an Options dataclass (class attribute `Options`; has {cls.Options!r})")
+    if getattr(cls.from_options, "__func__", None) is SparsityMethod.from_options.__func__:
+        missing.append("a from_options(options, context, chosen) classmethod")
+    if missing:
+        raise TypeError(f"Cannot register sparsity method {cls.__name__}: it lacks "
+                        + "; ".join(missing) + ".")
+    for other in _REGISTRY.values():
+        if other is cls:
+            return cls
+        clash = (f"name {cls.name!r}" if other.name == cls.name else
+                 f"Options {cls.Options.__name__}" if other.Options is cls.Options else None)
+        if clash:
+            raise ValueError(f"Cannot register {cls.__name__}: {other.__name__} is registered "
+                             f"with the same {clash}.")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registered():
+    """The registered method classes, in the order registered."""
+    return tuple(_REGISTRY.values())
+
+
+def method_class(name):
+    """The registered method class called `name`."""
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown sparsity method {name!r}; known: {list(_REGISTRY)}.")
+    return _REGISTRY[name]
 
 
 def merge_regularizers(first, second):
@@ -266,16 +350,20 @@ class Sparsity(SparsityMethod):
             out.update(method.result_fields(history, model))
         return out
 
-    def plots(self, model, directory):
-        return [path for method in self.methods for path in method.plots(model, directory)]
+    def pictures(self, model):
+        out = {}
+        for method in self.methods:
+            for kind, data in method.pictures(model).items():
+                if kind in out:
+                    raise ValueError(f"Two methods of {self!r} give a {kind!r} picture.")
+                out[kind] = data
+        return out
 
     def get_config(self):
         return {"methods": [{"name": m.name, "config": m.get_config()} for m in self.methods]}
 
     @classmethod
     def from_config(cls, config):
-        from iss_keras.sparsity import method_class
-
         return cls([method_class(m["name"]).from_config(m["config"]) for m in config["methods"]])
 
     def __repr__(self):

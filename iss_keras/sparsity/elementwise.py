@@ -118,6 +118,10 @@ class WeightDecay(SparsityMethod):
     def from_options(cls, options, context, chosen=()):
         return cls(options.weight_decay / context.loss_scale) if options.weight_decay else None
 
+    @classmethod
+    def describe(cls, config):
+        return None  # not a sparsity method: the tables leave it out
+
     def regularizer(self, slot):
         return keras.regularizers.L2(self.strength / 2.0)
 
@@ -157,6 +161,10 @@ class WeightZeroing(SparsityMethod):
             return None
         floors = [getattr(m, "zero_threshold_floor", 0.0) * context.loss_scale for m in chosen]
         return cls(max([options.zero_threshold] + floors))
+
+    @classmethod
+    def describe(cls, config):
+        return None  # the original's companion of ISS and L1: the tables leave it out
 
     def constraint(self, slot):
         return ZeroOut(self.threshold)

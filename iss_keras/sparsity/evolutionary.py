@@ -30,6 +30,7 @@ speed up a dense kernel; see the trainer's results).
 
 import base64
 import dataclasses
+import zlib
 
 import keras
 import numpy as np
@@ -230,6 +231,12 @@ class SET(SparsityMethod):
                    zeta=options.set_zeta, embedding=options.set_embedding,
                    seed=getattr(context, "seed", 0))
 
+    @classmethod
+    def describe(cls, config):
+        if config.get("density"):
+            return f"SET {100 * config['density']:.0f}%"
+        return f"SET eps {config['epsilon']}"
+
     # -- topology ------------------------------------------------------------------------
 
     def _blocks(self, weights):
@@ -383,8 +390,6 @@ def storage_sizes(model):
     bitmap of where they are; `*_compressed`: the same through zlib (as a
     compressed `.npz` would be).
     """
-    import zlib
-
     dense = sparse = dense_z = sparse_z = 0
     for v in model.trainable_weights:
         w = np.asarray(ops.convert_to_numpy(v), np.float32)

@@ -30,7 +30,7 @@ from iss_keras.groups import Footprint, GroupSet, UnitFamily
 from iss_keras.keras_internals import all_layers
 from iss_keras.options import check_at_least, option
 from iss_keras.sparsity.base import SparsityMethod, check_strength
-from iss_keras.sparsity.iss import ComponentEnforcer
+from iss_keras.sparsity.components import ComponentEnforcer
 from iss_keras.sparsity.structured import LEVELS, StructuredRebuild
 
 @dataclasses.dataclass
@@ -107,6 +107,10 @@ class GateNeuronPruning(StructuredRebuild, SparsityMethod):
             return None
         return cls(options.wgn_levels, options.wgn_weight_strength / context.loss_scale,
                    options.wgn_group_strength / context.loss_scale)
+
+    @classmethod
+    def describe(cls, config):
+        return f"pruning {config['levels']}"
 
     def bind(self, model, groups):
         self._groups = {}

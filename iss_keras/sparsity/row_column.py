@@ -9,7 +9,7 @@ import keras
 from keras import ops
 
 from iss_keras.sparsity.base import check_strength
-from iss_keras.sparsity.iss import EPSILON
+from iss_keras.sparsity.components import EPSILON
 
 
 class _HyperplaneGroupLasso(keras.regularizers.Regularizer):

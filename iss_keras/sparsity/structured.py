@@ -8,7 +8,8 @@ inputs. `gate_neuron_report(model)` gives, per recurrent layer, the hidden
 units and input dimensions kept, the non-constant gates of each type, the
 vocabulary kept, and for the model the weights (all, nonzero), the
 multiply-adds per token before and after, and the compression ratio
-(all weights / nonzero weights, the papers' measure).
+(all weights / nonzero weights, the papers' measure). `gate_structure(model)` is
+what the gate-structure pictures show (drawn by `iss_keras.training.plots`).
 """
 
 import json
@@ -16,7 +17,7 @@ import json
 import numpy as np
 from keras import ops
 
-from iss_keras.compact import GatePlan, compress_gates, make_gate_plan, matmul_macs
+from iss_keras.compact import GATE_NAMES, GatePlan, compress_gates, make_gate_plan, matmul_macs
 from iss_keras.discovery import discover_groups
 from iss_keras.files import write_text
 from iss_keras.gate_discovery import channel_groups, recurrent_cells
@@ -79,10 +80,30 @@ class StructuredRebuild:
     def result_fields(self, history, model=None):
         return {"gate_neuron": gate_neuron_report(model)} if model is not None else {}
 
-    def plots(self, model, directory):
-        from iss_keras.training.plots import plot_gate_structure
+    def pictures(self, model):
+        return {"gate_structure": gate_structure(model)}
 
-        return plot_gate_structure(model, directory)
+
+def gate_structure(model):
+    """Which gates of which units still compute, and which units are kept, per gated
+    recurrent layer of `model` (the data of its gate-structure picture).
+
+    Returns:
+        dict layer name -> {"gates": the gate names (`GATE_NAMES`), "active": a boolean array
+        [gates, units] (the gate column is not constant), "kept": a boolean array [units]}.
+    """
+    gates, kept = make_gate_plan(model), make_plan(model, structured_groups(model)).kept
+    structure = {}
+    for name, entry in gates.layers.items():
+        units, names = entry["units"], GATE_NAMES[entry["kind"]]
+        active = np.zeros(len(names) * units, bool)
+        active[entry["input_columns"]] = True
+        active[entry["recurrent_columns"]] = True
+        alive = np.zeros(units, bool)
+        alive[kept.get(name, range(units))] = True
+        structure[name] = {"gates": names, "active": active.reshape(len(names), units),
+                           "kept": alive}
+    return structure
 
 
 def _nonzero(variable):

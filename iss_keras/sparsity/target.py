@@ -32,7 +32,8 @@ import numpy as np
 
 from iss_keras.groups import group_sq_norms, variables_by_path
 from iss_keras.report import sparsity_report
-from iss_keras.sparsity.iss import ComponentEnforcer, component_multipliers, iss_regularizers
+from iss_keras.sparsity.components import (ComponentEnforcer, component_multipliers,
+                                           iss_regularizers)
 
 
 def zero_components(family, units, variables):

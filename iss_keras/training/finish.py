@@ -22,7 +22,7 @@ from iss_keras.options import as_dict
 from iss_keras.provenance import provenance
 from iss_keras.rebuild import ShrinkVerificationError
 from iss_keras.report import sparsity_report
-from iss_keras.training.plots import plot_training
+from iss_keras.training.plots import draw, plot_training
 
 
 def copy_for(task, mode, model):
@@ -109,7 +109,7 @@ def finish(run, model, export=True, tflite=True, quantize=(), measure_speed=True
     write_text(os.path.join(run.workdir, "results.json"), json.dumps(results, indent=1))
     plot_training(run.history, model, groups, os.path.join(run.workdir, "plots"),
                   metrics=task.plot_metrics, log_scale=task.plot_log_scale)
-    sparsity.plots(model, os.path.join(run.workdir, "plots"))
+    draw(sparsity.pictures(model), os.path.join(run.workdir, "plots"))
     return results
 
 

@@ -1,4 +1,10 @@
-"""Training pictures: each recurrent layer's nonzero weights, and units and metrics per epoch."""
+"""Training pictures: each recurrent layer's nonzero weights, units and metrics per epoch, and
+the pictures a sparsity method asks for (`draw`).
+
+Drawing only: every function takes what it draws. A method's pictures come as data from its
+`pictures(model)` hook (`iss_keras.sparsity.base.SparsityMethod`), a dict picture kind ->
+data, and `draw` hands each to its drawing function (`DRAWINGS`).
+"""
 
 import os
 
@@ -8,18 +14,26 @@ from keras import ops
 from iss_keras.groups import variables_by_path
 
 
-def plot_training(history, model, groups, directory, metrics=("train_perplexity", "valid_perplexity"),
-                  log_scale=True):
-    """PNG plots: each recurrent layer's weight pattern, and active units and `metrics` per epoch.
-
-    Returns the paths written (none without matplotlib).
-    """
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, or None when matplotlib is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def plot_training(history, model, groups, directory, metrics=("train_perplexity", "valid_perplexity"),
+                  log_scale=True):
+    """PNG plots: each recurrent layer's weight pattern, and active units and `metrics` per epoch.
+
+    Returns the paths written (none without matplotlib).
+    """
+    plt = _pyplot()
+    if plt is None:
         print("Plots skipped: matplotlib is not installed (pip install 'iss_keras[plots]').")
         return []
     os.makedirs(directory, exist_ok=True)
@@ -65,36 +79,31 @@ def plot_training(history, model, groups, directory, metrics=("train_perplexity"
     return written
 
 
-def plot_gate_structure(model, directory):
+def plot_gate_structure(structure, directory):
     """PNG per gated recurrent layer: which gates of which units still compute (black) and
     which are constant (white), one row per gate type, as Lobacheva et al.'s figures; and
-    whether each hidden unit is kept. Returns the paths written (none without matplotlib)."""
-    try:
-        import matplotlib
+    whether each hidden unit is kept. Returns the paths written (none without matplotlib).
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    Args:
+        structure: dict layer name -> {"gates": the gate names (e.g. "ifco"), "active": a
+            boolean array [gates, units] (the gate column computes), "kept": a boolean
+            array [units] (the hidden unit is kept)}, as
+            `iss_keras.sparsity.structured.gate_structure` gives.
+        directory: where the pictures go (`gates_<layer>.png`).
+    """
+    plt = _pyplot()
+    if plt is None:
         return []
-    from iss_keras.compact import GATE_NAMES, make_gate_plan
-    from iss_keras.rebuild import make_plan
-    from iss_keras.sparsity.structured import structured_groups
-
     os.makedirs(directory, exist_ok=True)
-    gates, kept = make_gate_plan(model), make_plan(model, structured_groups(model)).kept
     written = []
-    for name, entry in gates.layers.items():
-        units, names = entry["units"], GATE_NAMES[entry["kind"]]
-        active = np.zeros(len(names) * units, bool)
-        active[entry["input_columns"]] = True
-        active[entry["recurrent_columns"]] = True
-        grid = active.reshape(len(names), units).astype(float)
-        alive = np.zeros(units)
-        alive[kept.get(name, range(units))] = 1.0
+    for name, layer in structure.items():
+        names, active = list(layer["gates"]), np.asarray(layer["active"], bool)
+        alive = np.asarray(layer["kept"], bool).astype(float)
+        units = alive.size
         fig, ax = plt.subplots(figsize=(max(6, units / 12), 2.2))
-        ax.imshow(np.vstack([grid, alive[None]]), aspect="auto", cmap="Greys",
+        ax.imshow(np.vstack([active.astype(float), alive[None]]), aspect="auto", cmap="Greys",
                   interpolation="nearest", vmin=0, vmax=1)
-        ax.set_yticks(range(len(names) + 1), list(names) + ["kept"])
+        ax.set_yticks(range(len(names) + 1), names + ["kept"])
         ax.set_xlabel("hidden unit")
         ax.set_title(f"{name}: non-constant gates ({int(active.sum())}/{active.size}), "
                      f"kept units ({int(alive.sum())}/{units})")
@@ -104,3 +113,16 @@ def plot_gate_structure(model, directory):
         plt.close(fig)
         written.append(path)
     return written
+
+
+# Picture kind (a key of a method's `pictures(model)`) -> the function drawing its data.
+DRAWINGS = {"gate_structure": plot_gate_structure}
+
+
+def draw(pictures, directory):
+    """Draw a method's pictures (dict kind -> data, from its `pictures(model)` hook) into
+    `directory`; returns the paths written (none without matplotlib)."""
+    unknown = sorted(set(pictures) - set(DRAWINGS))
+    if unknown:
+        raise ValueError(f"No drawing for pictures {unknown}; known kinds: {sorted(DRAWINGS)}.")
+    return [path for kind, data in pictures.items() for path in DRAWINGS[kind](data, directory)]
