@@ -68,7 +68,7 @@ def rnn_cell(layer):
     * `iss_footprints()`: the `Footprint`s of its own variables (roles
       `"incoming"` for gate columns, `"recurrent"` for the rows that read the
       state, `"bias"`), for a cell whose input kernel is `cell.kernel` (rows
-      = input channels), as `iss_keras.RHNCell` does.
+      = input channels), as `iss_keras.models.rhn.RHNCell` does.
     """
     cell = getattr(layer, "cell", None)
     if not isinstance(layer, keras.layers.RNN):
@@ -231,7 +231,7 @@ class _Tracer:
                 f"Layer {rnn.name!r} ({type(rnn).__name__}) wraps cell "
                 f"{type(getattr(rnn, 'cell', None)).__name__}; supported cells are "
                 "LSTMCell, GRUCell, SimpleRNNCell and cells with `units` and an "
-                "iss_footprints() method (such as iss_keras.RHNCell).")
+                "iss_footprints() method (such as iss_keras.models.rhn.RHNCell).")
         return cell
 
     def _unidirectional(self, node):

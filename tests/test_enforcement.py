@@ -51,7 +51,7 @@ def test_threshold_mode_zeroes_whole_small_components_and_freezes_them():
         variables[fp.variable].assign(np.moveaxis(w, 0, fp.axis))
     enforcer.on_train_begin()
     assert enforcer.enforce() == 1
-    norms = np.sqrt(value(iss_keras.group_sq_norms(family, variables)))
+    norms = np.sqrt(value(iss_keras.groups.group_sq_norms(family, variables)))
     assert norms[2] == 0.0 and np.all(norms[[0, 1, 3]] > 0.5)
     assert iss_keras.make_plan(model).kept == {"lstm": [0, 1, 3]}
     # Revive unit 2 as a gradient step would: freezing puts it back to zero.
@@ -70,7 +70,7 @@ def test_proximal_step_is_group_soft_threshold():
     family = groups["lstm"]
     variables = iss_keras.groups.variables_by_path(model)
     dense_before = value(model.layers[1].kernel)
-    norms = np.sqrt(value(iss_keras.group_sq_norms(family, variables)))
+    norms = np.sqrt(value(iss_keras.groups.group_sq_norms(family, variables)))
     enforcer.enforce()
     factors = np.maximum(0.0, 1 - 0.5 * 0.2 / norms)
     # The consumer row of unit k belongs to component k only: scaled once.

@@ -39,7 +39,7 @@ def test_iss_training_on_ptb_zeroes_whole_units_and_shrinks_exactly(ptb_dir):
     assert all(len(r) < 32 for r in removable.values()), report.to_text()
     variables = iss_keras.groups.variables_by_path(model)
     for family in groups:  # removable units are exactly zero, not just small
-        norms = value(iss_keras.group_sq_norms(family, variables))
+        norms = value(iss_keras.groups.group_sq_norms(family, variables))
         assert np.all(norms[removable[family.name]] == 0.0)
 
     small, plan = iss_keras.shrink(model, groups)

@@ -136,11 +136,11 @@ def test_row_and_column_group_lasso_and_l1():
     w = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
     rows = np.sum(np.sqrt((w.astype(np.float64) ** 2).sum(axis=1) + 1e-8))
     cols = np.sum(np.sqrt((w.astype(np.float64) ** 2).sum(axis=0) + 1e-8))
-    np.testing.assert_allclose(value(iss_keras.RowGroupLasso(0.3)(w)), 0.3 * rows, rtol=1e-6)
-    np.testing.assert_allclose(value(iss_keras.ColumnGroupLasso(0.3)(w)), 0.3 * cols, rtol=1e-6)
-    np.testing.assert_allclose(value(iss_keras.L1(0.3)(w)), 0.3 * np.abs(w).sum(), rtol=1e-6)
+    np.testing.assert_allclose(value(iss_keras.sparsity.RowGroupLasso(0.3)(w)), 0.3 * rows, rtol=1e-6)
+    np.testing.assert_allclose(value(iss_keras.sparsity.ColumnGroupLasso(0.3)(w)), 0.3 * cols, rtol=1e-6)
+    np.testing.assert_allclose(value(keras.regularizers.L1(0.3)(w)), 0.3 * np.abs(w).sum(), rtol=1e-6)
     with pytest.raises(ValueError, match="2-D"):
-        iss_keras.RowGroupLasso()(np.zeros(3, np.float32))
+        iss_keras.sparsity.RowGroupLasso()(np.zeros(3, np.float32))
 
 
 def test_elementwise_penalty_is_added_to_the_iss_penalty():

@@ -13,8 +13,8 @@ def test_keras_file_round_trip_keeps_regularizers_constraints_and_penalty(tmp_pa
                           recurrent_regularizer=iss_keras.ISSRegularizer(0.02, proximal=True),
                           kernel_constraint=iss_keras.ZeroOut(1e-3),
                           recurrent_constraint=iss_keras.ZeroOut(1e-3)),
-        keras.layers.Dense(30, kernel_regularizer=iss_keras.RowGroupLasso(0.1),
-                           bias_regularizer=iss_keras.L1(0.01)),
+        keras.layers.Dense(30, kernel_regularizer=iss_keras.sparsity.RowGroupLasso(0.1),
+                           bias_regularizer=keras.regularizers.L1(0.01)),
     ])
     randomize(model)
     iss_keras.couple(model)
@@ -30,7 +30,7 @@ def test_keras_file_round_trip_keeps_regularizers_constraints_and_penalty(tmp_pa
                                                                    "elementwise": None}
     assert isinstance(lstm.cell.kernel.constraint, iss_keras.ZeroOut)
     assert lstm.cell.kernel.constraint.threshold == 1e-3
-    assert isinstance(loaded.layers[2].kernel.regularizer, iss_keras.RowGroupLasso)
+    assert isinstance(loaded.layers[2].kernel.regularizer, iss_keras.sparsity.RowGroupLasso)
     iss_keras.couple(loaded)
     np.testing.assert_allclose(value(iss_keras.iss_penalty(loaded)), expected, rtol=1e-6)
     np.testing.assert_allclose(sum(value(x) for x in loaded.losses), expected_losses, rtol=1e-6)

@@ -24,8 +24,7 @@ import dataclasses
 from iss_keras.sparsity.base import (NO_SPARSITY, Sparsity, SparsityMethod, as_sparsity,
                                      merge_regularizers, method_class, register, registered)
 from iss_keras.sparsity.bayesian import SparseVD
-from iss_keras.sparsity.components import ComponentEnforcer, ISSRegularizer, couple
-from iss_keras.sparsity.elementwise import L1, L1Sparsity, WeightDecay, WeightZeroing, ZeroOut
+from iss_keras.sparsity.elementwise import L1Sparsity, WeightDecay, WeightZeroing
 from iss_keras.sparsity.evolutionary import SET
 from iss_keras.sparsity.gate_neuron import GateNeuronPruning
 from iss_keras.sparsity.iss import ISS
@@ -87,8 +86,9 @@ def from_options(options, context=None):
     return Sparsity(chosen)
 
 
-__all__ = ["ColumnGroupLasso", "ComponentEnforcer", "GateNeuronPruning", "ISS", "ISSRegularizer",
-           "L1", "L1Sparsity", "METHODS", "NO_SPARSITY", "OptionContext", "RowGroupLasso", "SET",
-           "SparseVD", "Sparsity", "SparsityMethod", "WeightDecay", "WeightZeroing", "ZeroOut",
-           "as_sparsity", "couple", "from_options", "merge_regularizers", "method_class",
-           "option_classes", "register", "registered"]
+# The methods and the registry. The pieces ISS attaches to stock Keras layers (`ISSRegularizer`,
+# `ZeroOut`, `ComponentEnforcer`, `couple`) are exported once, by the top-level `iss_keras`.
+__all__ = ["ColumnGroupLasso", "GateNeuronPruning", "ISS", "L1Sparsity", "METHODS", "NO_SPARSITY",
+           "OptionContext", "RowGroupLasso", "SET", "SparseVD", "Sparsity", "SparsityMethod",
+           "WeightDecay", "WeightZeroing", "as_sparsity", "from_options", "merge_regularizers",
+           "method_class", "option_classes", "register", "registered"]

@@ -14,11 +14,6 @@ from keras import ops
 from iss_keras.options import check_at_least, option
 from iss_keras.sparsity.base import SparsityMethod, check_strength
 
-# Element-wise (non-structured) sparsity, as the original's L1 recipe:
-# Keras' own L1 is exactly `strength * sum |w|`.
-L1 = keras.regularizers.L1
-
-
 @keras.saving.register_keras_serializable(package="iss_keras")
 class ZeroOut(keras.constraints.Constraint):
     """Set weights with `|w| < threshold` to exactly zero after each update.
@@ -85,7 +80,7 @@ class L1Sparsity(SparsityMethod):
         return 2.0 * self.strength
 
     def regularizer(self, slot):
-        return L1(self.strength)
+        return keras.regularizers.L1(self.strength)  # exactly `strength * sum |w|`, as the original's
 
     def get_config(self):
         return {"strength": self.strength}
