@@ -51,7 +51,7 @@ from iss_keras.models.bidaf_layers import (BiAttention, Highway, MaskedLogits, M
 from iss_keras.sparsity.base import as_sparsity
 from iss_keras.sparsity.elementwise import ZeroOut
 
-GATES = 4  # Keras LSTM kernels: gates i, f, c, o side by side
+GATES = 4              # Keras LSTM kernels: gates i, f, c, o side by side
 
 
 # ------------------------------------------------------------------- forget bias, TF1 style
@@ -160,15 +160,15 @@ def lstm_arguments(input_width, units, sparsity, seed, grouped=True):
         bias_constraint=TF1BiasConstraint(bias_constraint) if bias_constraint is not None else None)
 
 
-def bidirectional_lstm(input_width, units, sparsity, seed, name, grouped=True):
+def bidirectional_lstm(input_width, units, sparsity, seed, name):
     """A `Bidirectional(LSTM)` (merge "concat") of the original's cells, both directions
     seeded apart; the LSTMs are made by `sparsity.layer` (a method may bring its own)."""
     forward = sparsity.layer(keras.layers.LSTM,
-                             **lstm_arguments(input_width, units, sparsity, seed, grouped),
+                             **lstm_arguments(input_width, units, sparsity, seed),
                              name=f"forward_{name}")
     backward = sparsity.layer(keras.layers.LSTM,
                               **lstm_arguments(input_width, units, sparsity,
-                                               None if seed is None else seed + 2, grouped),
+                                               None if seed is None else seed + 2),
                               go_backwards=True, name=f"backward_{name}")
     return keras.layers.Bidirectional(forward, backward_layer=backward, name=name)
 
