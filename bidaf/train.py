@@ -5,7 +5,8 @@
         --glove=../shared/data/glove/glove.6B.50d.top50000.txt.gz
 
 The model is wenwei202/iss-rnns `bidaf/` (a fork of allenai/bi-att-flow):
-iss_keras/models/bidaf.py; the task (data protocol, batches, official EM/F1)
+iss_keras/models/bidaf.py (its layers: bidaf_layers.py); the task (data
+protocol, batches, official EM/F1)
 is iss_keras/tasks/question_answering.py. The training, sparsity and run
 flags are the library's, with the original's defaults set below (Adam 1e-3,
 no clipping, EMA 0.999, zero threshold 4e-4, 10 x 1,000 steps); this file
@@ -20,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's info messages
 import iss_keras  # noqa: E402,F401  (before Keras: it starts the backend without C++ noise)
 from absl import app, flags  # noqa: E402
 
-from iss_keras.models.bidaf import bidaf  # noqa: E402
+from iss_keras.models.bidaf import bidaf, model_fields  # noqa: E402
 from iss_keras.options import check_at_least, option  # noqa: E402
 from iss_keras.sparsity.elementwise import WeightZeroingOptions  # noqa: E402
 from iss_keras.tasks.question_answering import (QuestionAnsweringConfig,  # noqa: E402
@@ -72,7 +73,8 @@ def make_task(options):
                      sparsity=sparsity, zero_threshold=zero if training else 0.0,
                      word_vectors=word_vectors, seed=seed)
 
-    return QuestionAnsweringTask(build, squad_data, vocabulary, word_vectors, data, seed=seed)
+    return QuestionAnsweringTask(build, squad_data, vocabulary, word_vectors, data, seed=seed,
+                                 model_fields=model_fields)
 
 
 define_trainer_flags(ModelConfig, QuestionAnsweringConfig)

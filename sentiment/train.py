@@ -19,8 +19,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from iss_keras.datasets.glove import vectors_for  # noqa: E402
 from iss_keras.models.text_classifier import lstm_classifier  # noqa: E402
 from iss_keras.options import option  # noqa: E402
+from iss_keras.sparsity.bayesian import theano_hard_sigmoid  # noqa: E402
 from iss_keras.tasks.classification import (ClassificationConfig,  # noqa: E402
                                             TextClassificationTask, read_sentiment)
 from iss_keras.training import TrainConfig  # noqa: E402
@@ -59,8 +61,6 @@ def make_task(options):
     pretrained = {}  # ids and vectors, read once the task has its vocabulary
 
     def build(*, vocab_size, num_classes, max_length, batch_size, training, sparsity):
-        from iss_keras.sparsity.bayesian import theano_hard_sigmoid
-
         activation = (theano_hard_sigmoid if model.recurrent_activation == "theano_hard_sigmoid"
                       else model.recurrent_activation)
         built = lstm_classifier(vocab_size, num_classes, embedding_size=model.embedding_size,
@@ -78,8 +78,6 @@ def make_task(options):
 
     task = TextClassificationTask(build, read_sentiment(data), data)
     if model.word_vectors:
-        from iss_keras.datasets.glove import vectors_for
-
         try:
             ids, vectors = vectors_for(task.vocabulary.words, model.word_vectors,
                                        dim=model.embedding_size)

@@ -1,6 +1,6 @@
-"""BiDAF (iss_keras/models/bidaf.py) and its QA task: attention and masking, span decoding,
-the six ISS families with the exact penalty, shrink equivalence, .keras round trip, and what
-discovery refuses. Tiny models (d = 3) on random weights; no training."""
+"""BiDAF (iss_keras/models/bidaf.py, its layers in bidaf_layers.py) and its QA task: attention
+and masking, span decoding, the six ISS families with the exact penalty, shrink equivalence,
+.keras round trip, and what discovery refuses. Tiny models (d = 3) on random weights; no training."""
 
 import importlib
 
@@ -12,9 +12,10 @@ import iss_keras
 from helpers import (assert_shrunk_outputs_equal, randomize, reference_penalty, run, value,
                      zero_outgoing, zero_random_units)
 from iss_keras.datasets import squad
-from iss_keras.models.bidaf import (BiAttention, SharedBiLSTM, SoftmaxPooling, TF1BiasConstraint,
-                                    TF1BiasRegularizer, TileOverTime, bidaf, lstm_units,
-                                    non_embedding_weights)
+from iss_keras.models.bidaf import (TF1BiasConstraint, TF1BiasRegularizer, bidaf, lstm_units,
+                                    model_fields, non_embedding_weights)
+from iss_keras.models.bidaf_layers import (BiAttention, MaskedLogits, PaddingMask, SharedBiLSTM,
+                                           SoftmaxPooling, TileOverTime)
 from iss_keras.tasks import question_answering as qa
 
 D = 3                      # hidden size of the tiny models
@@ -99,7 +100,7 @@ def test_padding_values_do_not_reach_real_positions():
 def test_masked_logits_pooling_and_tiling():
     logits = np.array([[0.0, np.log(3.0), 5.0]], "float32")
     mask = np.array([[True, True, False]])
-    masked = value(iss_keras.models.bidaf.MaskedLogits()([logits[..., None], mask]))
+    masked = value(MaskedLogits()([logits[..., None], mask]))
     assert masked.shape == (1, 3) and masked[0, 2] < -1e29
     values = np.array([[[1.0, 2.0], [5.0, 6.0], [100.0, 100.0]]], "float32")
     pooled = value(SoftmaxPooling()([masked.astype("float32"), values]))
@@ -204,6 +205,20 @@ def test_shrink_removes_random_units_of_every_family_exactly(seed):
     assert non_embedding_weights(small) < non_embedding_weights(model)
 
 
+
+def test_the_task_records_what_the_model_reports_of_the_sparse_and_the_shrunk_model(hand_task):
+    model = tiny(probabilities=True)
+    randomize(model, seed=3)
+    zero_random_units(model, iss_keras.discover_groups(model), 3, at_least=1)
+    small, _ = iss_keras.shrink(model)
+    assert "lstm_units" not in hand_task.result_fields(model, small)   # no model_fields given
+    hand_task.model_fields = model_fields
+    fields = hand_task.result_fields(model, small)
+    assert fields["lstm_units"] == lstm_units(model) != fields["lstm_units_after"]
+    assert fields["lstm_units_after"] == lstm_units(small)
+    assert fields["non_embedding_weights_after"] == non_embedding_weights(small)
+    assert fields["non_embedding_weights"] == non_embedding_weights(model)
+
 def test_the_originals_g1_group_without_the_a1_rows_is_not_removable():
     """groups_hidden100.json leaves g2's a1 rows out of g1's groups: zeroing only those
     groups leaves g1's units feeding g2 through a1, and removing them changes the output."""
@@ -253,7 +268,7 @@ def test_attention_of_units_on_one_side_only_is_refused():
     context, question = _sequence(), _sequence()
     h = L.LSTM(3, return_sequences=True, name="context_lstm")(context)
     u = L.LSTM(3, return_sequences=True, name="question_lstm")(question)
-    mask = iss_keras.models.bidaf.PaddingMask()
+    mask = PaddingMask()
     cm, qm = (mask(L.Lambda(lambda x: x[..., 0])(t)) for t in (context, question))
     g = BiAttention(name="attention")([h, u, cm, qm])
     model = keras.Model([context, question], L.Dense(2)(g))
@@ -265,7 +280,7 @@ def test_self_attention_is_traced_and_shrinks_exactly():
     tokens = keras.Input((None,), dtype="int32")
     x = L.Embedding(30, 4)(tokens)
     h = L.LSTM(5, return_sequences=True, name="lstm")(x)
-    mask = iss_keras.models.bidaf.PaddingMask()(tokens)
+    mask = PaddingMask()(tokens)
     g = BiAttention(name="attention")([h, h, mask, mask])
     model = keras.Model(tokens, L.Dense(3, name="out")(g))
     family = iss_keras.discover_groups(model)["lstm"]

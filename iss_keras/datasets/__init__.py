@@ -3,8 +3,8 @@
 * `ptb`: Penn Treebank word level (Mikolov's simple-examples).
 * `text`: the one tokenizer and vocabulary of the text-classification sets.
 * `sentiment`: IMDB, SST-2 / SST-5 and the UCI labelled sentences.
-* `squad`: SQuAD v1.1 for BiDAF: tokens with character offsets, the dev-article split,
-  vocabularies, length-bucketed batches, span decoding and the official EM/F1.
+* `squad`: SQuAD v1.1 for BiDAF, a package: tokens with character offsets, the dev-article
+  split, vocabularies, length-bucketed batches, span decoding and the official EM/F1.
 * `glove`: GloVe word vectors from a local text file (plain or .gz).
 
 The loaders are here; the rest of each module by its module name

@@ -3,6 +3,7 @@
 import collections
 import os
 
+import keras
 import numpy as np
 
 PTB_FILES = ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt")
@@ -29,8 +30,6 @@ def download_ptb(cache_dir=None):
     Args:
         cache_dir: where Keras keeps downloads (default `~/.keras`).
     """
-    import keras
-
     path = keras.utils.get_file("simple-examples.tgz", PTB_URL, extract=True, cache_dir=cache_dir)
     root = path if os.path.isdir(path) else os.path.dirname(path)
     for directory, _, files in os.walk(root):

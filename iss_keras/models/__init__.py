@@ -2,7 +2,8 @@
 
 * `lstm_lm`: the Zaremba et al. word-level LSTM language model (ptb/);
 * `rhn`: Recurrent Highway Networks, `RHNCell` and its language model (rhns/);
-* `bidaf`: BiDAF for SQuAD, its attention layers declaring how they meet hidden units (bidaf/).
+* `bidaf`: BiDAF for SQuAD (bidaf/); its layers, which declare how they meet hidden units, in
+  `bidaf_layers`.
 
 Each takes one `sparsity=` object (see `iss_keras.sparsity`).
 """

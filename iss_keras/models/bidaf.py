@@ -18,15 +18,16 @@ With d the hidden size (100 in the original, cli.py:63):
 
 ISS acts on g0, g1 and g2 (each direction: the six families of the
 original's `groups_hidden100.json`), found by `iss_keras.discover_groups`
-through the layers here, which declare how they treat hidden units
-(`iss_consume`): the attention pooling `SoftmaxPooling` and `TileOverTime`
-pass unit k on as channel k, `keras.layers.Multiply` of channel-aligned
-tensors too, `BiAttention` reads three rows of its kernel per unit and
-passes four channels on. The contextual BiLSTM is `SharedBiLSTM`, one layer
-called on the context and on the question with the same weights: to
-discovery it is not a recurrent layer (a recurrent layer called twice is
-refused), so it has no unit family and ISS never touches it, as in the
-original (its groups leave it out).
+through the layers of `iss_keras.models.bidaf_layers`, which declare how
+they treat hidden units (`iss_consume`); `keras.layers.Multiply` of
+channel-aligned tensors passes them on too. The contextual BiLSTM is
+`SharedBiLSTM`, one layer called on the context and on the question with
+the same weights: to discovery it is not a recurrent layer, so it has no
+unit family and ISS never touches it, as in the original (its groups leave
+it out).
+
+This module holds the original's LSTM cells in Keras terms (the TF1
+forget bias, initializer and sparsity arguments) and the builder `bidaf`.
 
 Sparsity comes in as one `sparsity=` object. The weights of the original's
 "prepro" and "main" scopes (the contextual and the three modeling BiLSTMs,
@@ -34,37 +35,23 @@ the attention, both logits layers) ask it for their regularizer and
 constraint, as the original puts exactly those variables in its sparsity
 collection (`add_mixedlasso` on the two scopes, model.py:199-205 and
 :248-254; zeroing below a threshold after every step, model.py:419-438);
-the embeddings, char CNN and highway layers ask for neither.
+the embeddings, char CNN and highway layers ask for neither. A weight
+outside every unit family (the contextual BiLSTM's) takes only the
+element-wise part of a regularizer that needs the unit groups
+(`elementwise_part`).
 """
 
 import keras
 import numpy as np
 from keras import ops
 
+from iss_keras.models.bidaf_layers import (BiAttention, Highway, MaskedLogits, MaxOverCharacters,
+                                           PaddingMask, SharedBiLSTM, SoftmaxPooling,
+                                           SplitEmbedding, TileOverTime)
 from iss_keras.sparsity.base import as_sparsity
 from iss_keras.sparsity.elementwise import ZeroOut
-from iss_keras.sparsity.iss import ISSRegularizer
 
-VERY_NEGATIVE = -1e30  # the original's exp_mask constant (my/tensorflow/general.py:10-13, :110-124)
 GATES = 4              # Keras LSTM kernels: gates i, f, c, o side by side
-
-
-def _mask_to_float(mask, dtype):
-    return ops.cast(mask, dtype)
-
-
-def exp_mask(logits, mask):
-    """`logits + (1 - mask) * -1e30`: padding gets a very negative score (the original's
-    `exp_mask` adds rather than replaces, so a masked score stays finite)."""
-    return logits + (1.0 - _mask_to_float(mask, logits.dtype)) * VERY_NEGATIVE
-
-
-def _serialize(obj):
-    return keras.saving.serialize_keras_object(obj) if obj is not None else None
-
-
-def _deserialize(config):
-    return keras.saving.deserialize_keras_object(config) if config is not None else None
 
 
 # ------------------------------------------------------------------- forget bias, TF1 style
@@ -127,140 +114,7 @@ class TF1BiasConstraint(keras.constraints.Constraint):
         return {"inner": keras.constraints.serialize(self.inner)}
 
 
-# ------------------------------------------------------------------- layers without units
-
-class _EndsMasks:
-    """Mixin: the layer takes Keras's implicit masks (no warning) and passes none on.
-
-    The model carries its padding as explicit masks (`PaddingMask`), so no
-    output of these layers keeps an implicit `_keras_mask` (which a loss
-    would otherwise apply to the scores).
-    """
-
-    def compute_mask(self, inputs, mask=None):
-        return None
-
-
-@keras.saving.register_keras_serializable(package="iss_keras")
-class PaddingMask(_EndsMasks, keras.layers.Layer):
-    """`ids != 0`: the real positions of a batch of padded word ids (id 0 is `-NULL-`)."""
-
-    def call(self, ids):
-        return ops.not_equal(ids, 0)
-
-    def compute_output_spec(self, ids):
-        return keras.KerasTensor(ids.shape, dtype="bool")
-
-
-@keras.saving.register_keras_serializable(package="iss_keras")
-class SplitEmbedding(_EndsMasks, keras.layers.Layer):
-    """Word vectors with trained rows first and fixed (GloVe) rows after them.
-
-    Ids `0 .. num_trainable - 1` look up a trained table (`-NULL-`, `-UNK-`
-    and frequent training words missing from GloVe), ids from
-    `num_trainable` on a fixed one: the original's `word_emb_mat`
-    concatenated with the fed `new_emb_mat` (model.py:138-144). Both start
-    at zero; `set_word_vectors` fills them.
-
-    Args:
-        input_dim: all ids (trained + fixed rows).
-        output_dim: vector width (the GloVe size).
-        num_trainable: rows that are trained.
-
-    Example:
-
-    >>> emb = SplitEmbedding(50002, 50, num_trainable=120)
-    >>> emb.build(None); emb.set_word_vectors(matrix)   # matrix: (50002, 50)
-    """
-
-    def __init__(self, input_dim, output_dim, num_trainable, **kwargs):
-        super().__init__(**kwargs)
-        if not 1 <= int(num_trainable) <= int(input_dim):
-            raise ValueError(f"num_trainable must be in 1..input_dim ({input_dim}). Received: "
-                             f"num_trainable={num_trainable}")
-        self.input_dim = int(input_dim)
-        self.output_dim = int(output_dim)
-        self.num_trainable = int(num_trainable)
-
-    def build(self, input_shape=None):
-        self.trained = self.add_weight(shape=(self.num_trainable, self.output_dim),
-                                       initializer="zeros", name="trained")
-        fixed = self.input_dim - self.num_trainable
-        self.fixed = (self.add_weight(shape=(fixed, self.output_dim), initializer="zeros",
-                                      trainable=False, name="fixed") if fixed else None)
-
-    def set_word_vectors(self, matrix):
-        """Fill both tables from one `(input_dim, output_dim)` matrix."""
-        matrix = np.asarray(matrix, dtype="float32")
-        if matrix.shape != (self.input_dim, self.output_dim):
-            expected = (self.input_dim, self.output_dim)
-            raise ValueError(f"The word vectors must be of shape {expected}. Received: "
-                             f"{matrix.shape}")
-        self.trained.assign(matrix[:self.num_trainable])
-        if self.fixed is not None:
-            self.fixed.assign(matrix[self.num_trainable:])
-
-    def call(self, ids):
-        ids = ops.cast(ids, "int32")
-        trained = ops.take(self.trained, ops.minimum(ids, self.num_trainable - 1), axis=0)
-        if self.fixed is None:
-            return trained
-        fixed = ops.take(self.fixed, ops.maximum(ids - self.num_trainable, 0), axis=0)
-        return ops.where(ops.expand_dims(ids < self.num_trainable, -1), trained, fixed)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape) + (self.output_dim,)
-
-    def get_config(self):
-        return {**super().get_config(), "input_dim": self.input_dim,
-                "output_dim": self.output_dim, "num_trainable": self.num_trainable}
-
-
-@keras.saving.register_keras_serializable(package="iss_keras")
-class MaxOverCharacters(_EndsMasks, keras.layers.Layer):
-    """`max` over the character axis: `(batch, words, chars, filters) -> (batch, words,
-    filters)` (the char CNN's pooling, nn.py:166)."""
-
-    def call(self, x):
-        return ops.max(x, axis=-2)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-2]) + (input_shape[-1],)
-
-
-@keras.saving.register_keras_serializable(package="iss_keras")
-class Highway(_EndsMasks, keras.layers.Layer):
-    """One highway layer: `g * relu(x W_t + b_t) + (1 - g) * x`, `g = sigmoid(x W_g + b_g)`
-    (nn.py:135-143; square kernels, Glorot-uniform, biases at 0)."""
-
-    def __init__(self, seed=None, **kwargs):
-        super().__init__(**kwargs)
-        self.seed = seed
-
-    def build(self, input_shape):
-        width = input_shape[-1]
-        seed = self.seed
-
-        def glorot(offset):
-            return keras.initializers.GlorotUniform(seed=None if seed is None else seed + offset)
-
-        self.trans_kernel = self.add_weight(shape=(width, width), initializer=glorot(0),
-                                            name="trans_kernel")
-        self.trans_bias = self.add_weight(shape=(width,), initializer="zeros", name="trans_bias")
-        self.gate_kernel = self.add_weight(shape=(width, width), initializer=glorot(1),
-                                           name="gate_kernel")
-        self.gate_bias = self.add_weight(shape=(width,), initializer="zeros", name="gate_bias")
-
-    def call(self, x):
-        trans = ops.relu(ops.matmul(x, self.trans_kernel) + self.trans_bias)
-        gate = ops.sigmoid(ops.matmul(x, self.gate_kernel) + self.gate_bias)
-        return gate * trans + (1.0 - gate) * x
-
-    def get_config(self):
-        return {**super().get_config(), "seed": self.seed}
-
-
-# ------------------------------------------------------------------- the contextual encoder
+# ------------------------------------------------------------------- the original's LSTM cells
 
 def tf1_lstm_initializer(input_width, units, seed=None):
     """Glorot-uniform of TF1's one `[input + units, 4 units]` LSTM matrix, for both of
@@ -269,257 +123,54 @@ def tf1_lstm_initializer(input_width, units, seed=None):
     return keras.initializers.RandomUniform(-limit, limit, seed=seed)
 
 
-def lstm_arguments(input_width, units, sparsity, seed, iss=True):
+def elementwise_part(regularizer):
+    """What of `regularizer` acts on its weight alone.
+
+    A coupled regularizer (one with an `elementwise` slot, e.g. ISS's group
+    Lasso: it needs the model's unit groups, see
+    `iss_keras.sparsity.base.merge_regularizers`) gives that slot; any other
+    regularizer is returned whole. For weights outside every unit family,
+    where a coupled regularizer could never be coupled.
+    """
+    return regularizer.elementwise if hasattr(regularizer, "elementwise") else regularizer
+
+
+def lstm_arguments(input_width, units, sparsity, seed, grouped=True):
     """Keras LSTM arguments of one TF1 BasicLSTMCell of the original (forget bias 1,
     TF1 initialization, the sparsity method's regularizers and constraints).
 
-    `iss=False` leaves the ISS group Lasso out (the contextual LSTM, which the
-    original's groups do not cover) and keeps its element-wise part.
+    `grouped=False`: a layer outside the unit groups (the contextual LSTM,
+    which the original's groups do not cover either) keeps only the
+    element-wise part of each regularizer (`elementwise_part`), e.g. ISS's
+    group Lasso goes and an L1 beside it stays.
     """
-    recurrent_reg = sparsity.regularizer("recurrent_kernel")
-    if not iss and isinstance(recurrent_reg, ISSRegularizer):
-        recurrent_reg = recurrent_reg.elementwise
-    bias_reg, bias_constraint = sparsity.regularizer("bias"), sparsity.constraint("bias")
+    part = (lambda reg: reg) if grouped else elementwise_part
+    recurrent_reg = part(sparsity.regularizer("recurrent_kernel"))
+    bias_reg, bias_constraint = part(sparsity.regularizer("bias")), sparsity.constraint("bias")
     return dict(
         units=units, return_sequences=True, unit_forget_bias=True,  # forget_bias=1.0, TF1 style
         kernel_initializer=tf1_lstm_initializer(input_width, units, seed),
         recurrent_initializer=tf1_lstm_initializer(input_width, units,
                                                    None if seed is None else seed + 1),
-        kernel_regularizer=sparsity.regularizer("kernel"), recurrent_regularizer=recurrent_reg,
+        kernel_regularizer=part(sparsity.regularizer("kernel")),
+        recurrent_regularizer=recurrent_reg,
         bias_regularizer=TF1BiasRegularizer(bias_reg) if bias_reg is not None else None,
         kernel_constraint=sparsity.constraint("kernel"),
         recurrent_constraint=sparsity.constraint("recurrent_kernel"),
         bias_constraint=TF1BiasConstraint(bias_constraint) if bias_constraint is not None else None)
 
 
-def bidirectional_lstm(input_width, units, sparsity, seed, name, iss=True):
+def bidirectional_lstm(input_width, units, sparsity, seed, name):
     """A `Bidirectional(LSTM)` (merge "concat") of the original's cells, both directions
     seeded apart; the LSTMs are made by `sparsity.layer` (a method may bring its own)."""
     forward = sparsity.layer(keras.layers.LSTM,
-                             **lstm_arguments(input_width, units, sparsity, seed, iss),
+                             **lstm_arguments(input_width, units, sparsity, seed),
                              name=f"forward_{name}")
     backward = sparsity.layer(keras.layers.LSTM,
                               **lstm_arguments(input_width, units, sparsity,
-                                               None if seed is None else seed + 2, iss),
+                                               None if seed is None else seed + 2),
                               go_backwards=True, name=f"backward_{name}")
     return keras.layers.Bidirectional(forward, backward_layer=backward, name=name)
-
-
-@keras.saving.register_keras_serializable(package="iss_keras")
-class SharedBiLSTM(_EndsMasks, keras.layers.Layer):
-    """The contextual BiLSTM: one set of weights for the context and the question.
-
-    The original runs the same cells on both (`share_lstm_weights`,
-    model.py:187-196). A Keras recurrent layer called twice is refused by
-    `discover_groups` (its units would belong to two calls), so the
-    Bidirectional lives inside this layer, which is called twice: discovery
-    sees a layer without hidden units of its own. ISS therefore never acts
-    on it, as in the original, whose groups leave it out. A model that feeds
-    hidden units *into* it is refused (it has no `iss_consume`).
-
-    Args:
-        units: hidden units per direction.
-        lstm: keyword arguments of both directions' `keras.layers.LSTM`
-            (initializers, regularizers, constraints; serializable objects).
-
-    Call: `layer(x, mask=mask)` with `x (batch, time, width)` and a bool mask.
-    """
-
-    def __init__(self, units, lstm=None, **kwargs):
-        super().__init__(**kwargs)
-        self.units = int(units)
-        self.lstm = dict(lstm or {})
-        options = {k: _deserialize(v) if isinstance(v, dict) else v for k, v in self.lstm.items()}
-        options.update(units=self.units, return_sequences=True)
-        backward = dict(options)
-        for key in ("kernel_initializer", "recurrent_initializer"):  # the backward cell's own draw
-            init = backward.get(key)
-            if isinstance(init, keras.initializers.Initializer):
-                config = init.get_config()
-                if config.get("seed") is not None:
-                    config["seed"] += 2
-                backward[key] = init.__class__.from_config(config)
-        self.bidirectional = keras.layers.Bidirectional(
-            keras.layers.LSTM(**options, name="forward_lstm"),
-            backward_layer=keras.layers.LSTM(**backward, go_backwards=True, name="backward_lstm"),
-            name="bidirectional")
-
-    def build(self, input_shape):
-        self.bidirectional.build(input_shape)
-
-    def call(self, x, mask=None):
-        return self.bidirectional(x, mask=mask)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (2 * self.units,)
-
-    def get_config(self):
-        lstm = {k: _serialize(v) if hasattr(v, "get_config") else v for k, v in self.lstm.items()}
-        return {**super().get_config(), "units": self.units, "lstm": lstm}
-
-
-# ------------------------------------------------------------------- layers that meet hidden units
-
-def _first_position(consumption):
-    positions = consumption.input_positions()
-    return positions[0] if positions else None
-
-
-@keras.saving.register_keras_serializable(package="iss_keras")
-class BiAttention(_EndsMasks, keras.layers.Layer):
-    """Bi-directional attention flow: `[h, u, h_mask, u_mask] -> G = [h; u~; h*u~; h*h~]`.
-
-    Similarity `S[t, j] = w . [h_t; u_j; h_t * u_j] + b` (the tri-linear
-    `get_logits`, nn.py:126-130, one `(3C, 1)` kernel and a bias), with
-    -1e30 added where the context or the question position is padding
-    (model.py:622-630). c2q: `u~_t = sum_j softmax_j(S[t]) u_j`; q2c:
-    `h~ = sum_t softmax_t(max_j S[t, j]) h_t`, tiled over the context
-    (model.py:631-633, :657). Computed without the original's
-    `(batch, T, J, 6d)` tensor: `S = h w_h + (u w_u)^T + (h * w_hu) u^T + b`.
-    No dropout (the original passes no keep probability here, model.py:629).
-
-    Hidden units (`iss_consume`): if `h` and `u` carry unit k at channel k
-    (the same units on both, e.g. self-attention), the unit owns kernel rows
-    k, C + k and 2C + k and is passed on as channels k, C + k, 2C + k and
-    3C + k of G: with those rows zero, S and every softmax ignore it, and
-    each of its G channels reads only it. Units on one input only are
-    refused (discovery's `aligned_with` check), as are units reaching the
-    masks.
-
-    Example:
-
-    >>> g = BiAttention(name="attention")([h, u, h_mask, u_mask])   # (batch, T, 4C)
-    """
-
-    def __init__(self, kernel_initializer="glorot_uniform", kernel_regularizer=None,
-                 bias_regularizer=None, kernel_constraint=None, bias_constraint=None, **kwargs):
-        super().__init__(**kwargs)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
-
-    def build(self, input_shape):
-        h_shape, u_shape = input_shape[0], input_shape[1]
-        if h_shape[-1] != u_shape[-1]:
-            raise ValueError(f"BiAttention needs context and question vectors of one width. "
-                             f"Received: {h_shape[-1]} and {u_shape[-1]}")
-        width = h_shape[-1]
-        self.kernel = self.add_weight(shape=(3 * width, 1), initializer=self.kernel_initializer,
-                                      regularizer=self.kernel_regularizer,
-                                      constraint=self.kernel_constraint, name="kernel")
-        self.bias = self.add_weight(shape=(1,), initializer="zeros",
-                                    regularizer=self.bias_regularizer,
-                                    constraint=self.bias_constraint, name="bias")
-
-    def similarity(self, h, u, h_mask, u_mask):
-        """`S (batch, T, J)` with -1e30 added where either position is padding."""
-        width = h.shape[-1]
-        w_h, w_u, w_hu = (self.kernel[i * width:(i + 1) * width, 0] for i in range(3))
-        scores = (ops.expand_dims(ops.matmul(h, ops.expand_dims(w_h, -1))[..., 0], 2)
-                  + ops.expand_dims(ops.matmul(u, ops.expand_dims(w_u, -1))[..., 0], 1)
-                  + ops.matmul(h * w_hu, ops.transpose(u, (0, 2, 1))) + self.bias[0])
-        both = ops.logical_and(ops.expand_dims(h_mask, 2), ops.expand_dims(u_mask, 1))
-        return exp_mask(scores, both)
-
-    def call(self, inputs):
-        h, u, h_mask, u_mask = inputs
-        scores = self.similarity(h, u, h_mask, u_mask)
-        u_tilde = ops.matmul(ops.softmax(scores, axis=-1), u)                # c2q (batch, T, C)
-        q2c = ops.softmax(ops.max(scores, axis=-1), axis=-1)                 # (batch, T)
-        h_tilde = ops.sum(ops.expand_dims(q2c, -1) * h, axis=1, keepdims=True)  # (batch, 1, C)
-        return ops.concatenate([h, u_tilde, h * u_tilde, h * h_tilde], axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        h_shape = input_shape[0]
-        return tuple(h_shape[:-1]) + (4 * h_shape[-1],)
-
-    def iss_consume(self, consumption):
-        position = _first_position(consumption)
-        if position not in (0, 1):
-            consumption.reject("hidden units reach its masks.")
-        h, u = consumption.node.arguments.keras_tensors[:2]
-        consumption.aligned_with(h)
-        consumption.aligned_with(u)
-        width = h.shape[-1]
-        for block in range(3):  # rows of w_h, w_u, w_hu
-            consumption.reads(self.kernel, axis=0, start=block * width + consumption.start)
-        for block in range(4):  # h, u~, h*u~, h*h~
-            consumption.passes_on(consumption.node.outputs[0],
-                                  start=block * width + consumption.start)
-
-    def get_config(self):
-        return {**super().get_config(),
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-                "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
-                "bias_constraint": keras.constraints.serialize(self.bias_constraint)}
-
-
-@keras.saving.register_keras_serializable(package="iss_keras")
-class MaskedLogits(_EndsMasks, keras.layers.Layer):
-    """`[logits (batch, T, 1), mask (batch, T)] -> (batch, T)` with -1e30 added on padding
-    (`linear_logits` with `exp_mask`, nn.py:78-84)."""
-
-    def call(self, inputs):
-        logits, mask = inputs
-        return exp_mask(logits[..., 0], mask)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[0][:-1])
-
-
-@keras.saving.register_keras_serializable(package="iss_keras")
-class SoftmaxPooling(_EndsMasks, keras.layers.Layer):
-    """`[scores (batch, T), values (batch, T, C)] -> sum_t softmax(scores)_t values_t`.
-
-    The original's `softsel` (nn.py:51-64), here `a1 = softsel(g1, start
-    logits)` (model.py:234): the scores carry the padding mask as -1e30
-    (`MaskedLogits`), so padding gets weight 0.
-
-    Hidden units (`iss_consume`): unit k of `values` is channel k of the
-    output (a weighted sum over time of that channel alone). Units reaching
-    the scores are refused: the softmax over time would mix them all.
-    """
-
-    def call(self, inputs):
-        scores, values = inputs
-        weights = ops.softmax(scores, axis=-1)
-        return ops.sum(ops.expand_dims(weights, -1) * values, axis=1)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[1][0], input_shape[1][-1])
-
-    def iss_consume(self, consumption):
-        if 0 in consumption.input_positions():
-            consumption.reject("hidden units reach its attention scores; the softmax over time "
-                               "mixes every unit, so none can be removed on its own.")
-        consumption.passes_on(consumption.node.outputs[0])
-
-
-@keras.saving.register_keras_serializable(package="iss_keras")
-class TileOverTime(_EndsMasks, keras.layers.Layer):
-    """`[vector (batch, C), mask (batch, T)] -> (batch, T, C)`: the vector at every position
-    (the original tiles a1 over the context, model.py:235; the mask gives the length).
-
-    Hidden units (`iss_consume`): channel k of the vector stays channel k.
-    """
-
-    def call(self, inputs):
-        vector, reference = inputs
-        ones = ops.expand_dims(ops.ones_like(ops.cast(reference, vector.dtype)), -1)
-        return ones * ops.expand_dims(vector, 1)  # (batch, T, 1) * (batch, 1, C), exact
-
-    def compute_output_shape(self, input_shape):
-        vector, reference = input_shape
-        return (vector[0], reference[1], vector[-1])
-
-    def iss_consume(self, consumption):
-        if 1 in consumption.input_positions():
-            consumption.reject("hidden units reach the tensor that only gives its length.")
-        consumption.passes_on(consumption.node.outputs[0])
 
 
 # ------------------------------------------------------------------- the model
@@ -590,8 +241,8 @@ class _Builder:
             bias_regularizer=self.regularizer("bias"), kernel_constraint=self.constraint("kernel"),
             bias_constraint=self.constraint("bias"), name=name)(x)
 
-    def bilstm(self, x, mask, units, name, iss=True):
-        layer = bidirectional_lstm(x.shape[-1], units, self, self.seeds(), name, iss)
+    def bilstm(self, x, mask, units, name):
+        layer = bidirectional_lstm(x.shape[-1], units, self, self.seeds(), name)
         return layer(x, mask=mask)
 
 
@@ -691,7 +342,7 @@ def bidaf(hidden_size, word_vocab_size, num_trainable_words, char_vocab_size, wo
 
     # Contextual BiLSTM: dropout on the question's input only (model.py:188 vs :192).
     contextual = SharedBiLSTM(d, lstm=lstm_arguments(xx.shape[-1], d, b, b.seeds(),
-                                                     iss=False), name="contextual")
+                                                     grouped=False), name="contextual")
     h = contextual(xx, mask=context_mask)
     u = contextual(b.dropout(qq, keep, "contextual_dropout_question"), mask=question_mask)
 
@@ -743,3 +394,10 @@ def lstm_units(model):
         out[f"{name}/forward"] = layer.forward_layer.units
         out[f"{name}/backward"] = layer.backward_layer.units
     return out
+
+
+def model_fields(model):
+    """What results.json records of a BiDAF model (the task's `model_fields`): its
+    `non_embedding_weights` and the `lstm_units` of its six ISS LSTMs."""
+    return {"non_embedding_weights": non_embedding_weights(model),
+            "lstm_units": lstm_units(model)}

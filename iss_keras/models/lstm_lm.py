@@ -17,8 +17,8 @@ converts the original repository's units).
 """
 
 import keras
-import numpy as np
 
+from iss_keras.models.text_classifier import PerGate
 from iss_keras.sparsity.base import as_sparsity
 
 
@@ -118,8 +118,6 @@ def lstm_language_model(vocab_size, hidden_sizes, embedding_size=None, dropout=0
         return keras.initializers.RandomUniform(-init_scale, init_scale, seed=next(seeds))
 
     def per_gate_orthogonal():
-        from iss_keras.models.text_classifier import PerGate
-
         return PerGate(keras.initializers.Orthogonal(seed=next(seeds)))
 
     sparsity = as_sparsity(sparsity)
@@ -176,13 +174,3 @@ def hidden_sizes(model):
     """Units of each LSTM layer of a model built by `lstm_language_model`, in order."""
     return [layer.cell.units for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
 
-
-def zero_states(model, batch_size):
-    """Initial state arrays for a streaming model: `[h0, c0, h1, c1, ...]` of zeros."""
-    return [np.zeros((batch_size,) + tuple(t.shape[1:]), "float32") for t in model.inputs[1:]]
-
-
-def streaming_output_names(model):
-    """Serving names of a streaming model's outputs: `logits`, then the new
-    states named as the state inputs they feed back into (`h0`, `c0`, ...)."""
-    return ["logits"] + [t.name for t in model.inputs[1:]]

@@ -44,9 +44,22 @@ class Task:
     tflite_shape = {"batch_size": 1}
     plot_metrics = ()       # history keys drawn per epoch beside the units
     plot_log_scale = False
+    reuse_copies = False
 
     def build(self, mode, sparsity=None, batch_split=1):
         raise NotImplementedError
+
+    def copy_for(self, mode, model):
+        """The `mode` model (see `build`) holding `model`'s weights."""
+        if not self.reuse_copies:
+            copy = self.build(mode)
+        else:
+            copies = self.__dict__.setdefault("_copies", {})
+            if mode not in copies:
+                copies[mode] = self.build(mode)
+            copy = copies[mode]
+        copy.set_weights(model.get_weights())
+        return copy
 
     def loss(self):
         raise NotImplementedError

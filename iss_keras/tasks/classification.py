@@ -88,10 +88,6 @@ class TextClassificationTask(Task):
         y = np.asarray(labels, dtype="int32")
         return x, (y.astype("float32")[:, None] if self.num_classes == 2 else y)
 
-    @property
-    def tflite_shape(self):
-        return {"batch_size": 1}
-
     def build(self, mode, sparsity=None, batch_split=1):
         if mode not in ("train", "eval", "test", "serve"):
             raise ValueError(f"mode must be train, eval, test or serve. Received: mode={mode!r}")
@@ -125,9 +121,7 @@ class TextClassificationTask(Task):
         return {f"{split}_accuracy": float(accuracy), f"{split}_loss": float(loss)}
 
     def evaluate(self, model):
-        copy = self.build("eval")
-        copy.set_weights(model.get_weights())
-        return self._scores(copy, "valid")
+        return self._scores(self.copy_for("eval", model), "valid")
 
     def epoch_summary(self, logs, seconds):
         return {"train_accuracy": float(logs["accuracy"]), "train_loss": float(logs["loss"]),

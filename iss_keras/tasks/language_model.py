@@ -191,6 +191,7 @@ class LanguageModelTask(Task):
     tflite_shape = {"batch_size": 1, "steps": 1}
     plot_metrics = ("train_perplexity", "valid_perplexity")
     plot_log_scale = True
+    reuse_copies = True  # the stateful validation copy is built once
 
     def __init__(self, build_model, data, config=None):
         self.build_model = build_model
@@ -198,7 +199,6 @@ class LanguageModelTask(Task):
         self.data = dict(data)
         if self.config.train_tokens:
             self.data["train"] = self.data["train"][:self.config.train_tokens]
-        self._evaluators = {}
 
     @property
     def loss_scale(self):
@@ -227,14 +227,6 @@ class LanguageModelTask(Task):
                                  streaming=mode == "serve", training=mode == "train",
                                  sparsity=sparsity if mode == "train" else None)
         return compile_for_evaluation(model) if mode in ("eval", "test") else model
-
-    def copy_for(self, mode, model):
-        """A `mode` copy of `model` with its weights (built once per mode, then refilled)."""
-        if mode not in self._evaluators:
-            self._evaluators[mode] = self.build(mode)
-        copy = self._evaluators[mode]
-        copy.set_weights(model.get_weights())
-        return copy
 
     def loss(self):
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)

@@ -272,11 +272,17 @@ class QuestionAnsweringTask(Task):
         vocabulary: `squad.build_vocabulary`'s dict.
         word_vectors: the initial word vectors of the training model.
         config: a `QuestionAnsweringConfig`.
+        seed: the training batches' shuffling and answer choice.
+        model_fields: `model_fields(model)` -> dict of what results.json records
+            of a model (e.g. `iss_keras.models.bidaf.model_fields`: its weights
+            outside the embeddings, its LSTM units), for the tested model and,
+            each key with `_after`, its rebuilt copy. None: nothing.
 
     Example:
 
     >>> data, vocabulary, vectors = read_question_answering(config)
-    >>> task = QuestionAnsweringTask(build, data, vocabulary, vectors, config)
+    >>> task = QuestionAnsweringTask(build, data, vocabulary, vectors, config,
+    ...                              model_fields=iss_keras.models.bidaf.model_fields)
     >>> train_and_evaluate(task, iss, TrainConfig(optimizer="adam", epochs=10), "runs/bidaf")
     """
 
@@ -284,8 +290,12 @@ class QuestionAnsweringTask(Task):
     monitor_mode = "max"
     plot_metrics = ("valid_em", "valid_f1")
 
-    def __init__(self, build_model, data, vocabulary, word_vectors, config, seed=0):
+    reuse_copies = True  # the validation copy is built (and traced) once
+
+    def __init__(self, build_model, data, vocabulary, word_vectors, config, seed=0,
+                 model_fields=None):
         self.build_model = build_model
+        self.model_fields = model_fields
         self.config = config
         self.split = data["split"]
         self.vocabulary = vocabulary
@@ -305,7 +315,6 @@ class QuestionAnsweringTask(Task):
         self.eval_dataset = restrict_dataset(data["eval_dataset"], [e["id"] for e in evaluation])
         self.test_predictions = []  # one dict per `test` call (the sparse model, then the shrunk)
         self._batches = None
-        self._copies = {}
 
     @property
     def tflite_shape(self):
@@ -363,13 +372,6 @@ class QuestionAnsweringTask(Task):
         scores = squad.evaluate(self.eval_dataset["data"], predictions)
         return scores["exact_match"], scores["f1"]
 
-    def copy_for(self, mode, model):
-        if mode not in self._copies:
-            self._copies[mode] = self.build(mode)
-        copy = self._copies[mode]
-        copy.set_weights(model.get_weights())
-        return copy
-
     def evaluate(self, model):
         em, f1 = self.score(self.predict(self.copy_for("eval", model)))
         return {"valid_em": em, "valid_f1": f1}
@@ -393,13 +395,12 @@ class QuestionAnsweringTask(Task):
         return {"test_em": em, "test_f1": f1}
 
     def result_fields(self, sparse, shrunk):
-        from iss_keras.models.bidaf import lstm_units, non_embedding_weights
-
         fields = {"split": self.split, "train_questions": len(self.train_encoded),
-                  "eval_questions": len(self.eval_examples),
-                  "non_embedding_weights": non_embedding_weights(sparse),
-                  "non_embedding_weights_after": non_embedding_weights(shrunk),
-                  "lstm_units": lstm_units(sparse), "lstm_units_after": lstm_units(shrunk)}
+                  "eval_questions": len(self.eval_examples)}
+        if self.model_fields is not None:
+            after = self.model_fields(shrunk)
+            for key, value in self.model_fields(sparse).items():
+                fields[key], fields[f"{key}_after"] = value, after[key]
         if len(self.test_predictions) >= 2:
             fields["same_answers_shrunk"] = self.test_predictions[-1] == self.test_predictions[-2]
         return fields

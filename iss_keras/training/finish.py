@@ -17,19 +17,15 @@ import time
 import keras
 
 from iss_keras.discovery import discover_groups
+from iss_keras.export import (convert_to_tflite, export_saved_model, export_tflite, input_names,
+                              run_tflite, tflite_interpreter)
 from iss_keras.files import atomic_path, write_text
 from iss_keras.options import as_dict
 from iss_keras.provenance import provenance
 from iss_keras.rebuild import ShrinkVerificationError
 from iss_keras.report import sparsity_report
+from iss_keras.timing import interleaved_medians
 from iss_keras.training.plots import draw, plot_training
-
-
-def copy_for(task, mode, model):
-    """The task's `mode` model holding `model`'s weights."""
-    copy = task.build(mode)
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 def check_same_metrics(sparse, small, tolerance=1e-3):
@@ -62,7 +58,7 @@ def finish(run, model, export=True, tflite=True, quantize=(), measure_speed=True
     tested_epoch = run.tested_weights(model)
     trained, model = model, sparsity.finalize(model)
     groups = run.groups if model is trained else discover_groups(model)
-    tester = copy_for(task, "test", model)
+    tester = task.copy_for("test", model)
     sparse_metrics = task.test(tester)
     small_tester, plan = sparsity.compress(tester)
     small_metrics = task.test(small_tester)
@@ -89,7 +85,7 @@ def finish(run, model, export=True, tflite=True, quantize=(), measure_speed=True
     results["macs_ratio"] = results["macs_per_token"] / max(1, results["macs_per_token_after"])
     results.update(sparsity.result_fields(run.history, model))
     results.update(task.result_fields(tester, small_tester))
-    dense_serve = copy_for(task, "serve", model)
+    dense_serve = task.copy_for("serve", model)
     small_serve, _ = sparsity.compress(dense_serve)
     # The serving shapes, for servers, devices and benchmarks/inference_speed.py.
     for m, name in ((dense_serve, "sparse.keras"), (small_serve, "shrunk.keras")):
@@ -116,8 +112,6 @@ def finish(run, model, export=True, tflite=True, quantize=(), measure_speed=True
 def serving_speed(task, dense, small, repeats=30, batch_size=1):
     """Median seconds per serving call (one step, carried state for a language model) of the
     sparse and the rebuilt model, measured in turns."""
-    from iss_keras.timing import interleaved_medians
-
     candidates = {}
     for name, m in (("dense", dense), ("shrunk", small)):
         inputs = task.serving_inputs(m, batch_size)
@@ -130,9 +124,6 @@ def serving_speed(task, dense, small, repeats=30, batch_size=1):
 
 def tflite_speed(task, dense, dense_blob, small, small_blob, repeats=50):
     """The same for the two TFLite flatbuffers (batch 1), converted with the task's names."""
-    from iss_keras.export import input_names, run_tflite, tflite_interpreter
-    from iss_keras.timing import interleaved_medians
-
     candidates = {}
     for name, m, blob in (("dense", dense, dense_blob), ("shrunk", small, small_blob)):
         interp = tflite_interpreter(model_content=blob)
@@ -146,8 +137,6 @@ def tflite_speed(task, dense, dense_blob, small, small_blob, repeats=50):
 def export_rebuilt(task, small, dense, workdir, tflite=True, quantize=()):
     """SavedModel and TFLite of the rebuilt serving model, with the dense model's TFLite
     size and timing beside it. Under a backend other than TensorFlow, says so and skips."""
-    from iss_keras.export import convert_to_tflite, export_saved_model, export_tflite
-
     out = {}
     directory = os.path.join(workdir, "export")
     if keras.backend.backend() != "tensorflow":

@@ -23,6 +23,7 @@ from iss_keras.training.callbacks import (EpochLog, EvaluateEachEpoch, StopOnNaN
 from iss_keras.training.checkpoints import (BEST, CHECKPOINT, EpochCheckpoints,
                                             initial_weights_from, load_checkpoint)
 from iss_keras.training.distribution import Placement
+from iss_keras.training.finish import finish
 
 
 class TrainingDivergedError(RuntimeError):
@@ -73,9 +74,6 @@ class Run:
     >>> model = run.train()
     >>> results = iss_keras.training.finish(run, model)
     """
-
-    CHECKPOINT = CHECKPOINT
-    BEST = BEST
 
     def __init__(self, task, sparsity, config, workdir, verbose=1, placement=None):
         self.task = task
@@ -208,8 +206,6 @@ def train_and_evaluate(task, sparsity, config, workdir, restore_from=None, verbo
     ...                                            OptionContext(task.loss_scale, 13))
     >>> results = train_and_evaluate(task, sparsity, TrainConfig(), "runs/small_iss")
     """
-    from iss_keras.training.finish import finish
-
     run = Run(task, sparsity, config, workdir, verbose=verbose)
     model = run.train(restore_from=restore_from)
     return finish(run, model, **finish_options)
