@@ -66,7 +66,9 @@ def candidate(args, where, x, y):
 
 def main(argv=None):
     args = parse_args(argv)
-    import iss_keras  # noqa: F401  (sets up virtual devices before the backend starts)
+    from iss_keras.startup import start_backend_quietly
+
+    start_backend_quietly()  # sets up virtual devices before the backend starts
     import keras
     import numpy as np
 

@@ -18,11 +18,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's info messages off unless asked
 
-import iss_keras  # noqa: E402,F401  (before Keras: it starts the backend without C++ noise)
+from iss_keras.startup import start_backend_quietly  # noqa: E402  (imports no Keras)
+
+start_backend_quietly()  # before anything imports Keras: no C++ start-up noise, devices set up
 from absl import app, flags  # noqa: E402
 
 from iss_keras.models.bidaf import bidaf, model_fields  # noqa: E402
-from iss_keras.options import check_at_least, option  # noqa: E402
+from iss_keras.options import check_at_least, check_fraction, option  # noqa: E402
 from iss_keras.sparsity.elementwise import WeightZeroingOptions  # noqa: E402
 from iss_keras.tasks.question_answering import (QuestionAnsweringConfig,  # noqa: E402
                                                 QuestionAnsweringTask, read_question_answering)
@@ -51,9 +53,7 @@ class ModelConfig:
     def __post_init__(self):
         check_at_least(self, 1, "hidden_size", "char_out_size", "char_emb_size",
                        "filter_height", "highway_num_layers")
-        for name in ("input_keep_prob", "char_keep_prob"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise ValueError(f"--{name} must be in (0, 1]. Received: {getattr(self, name)}")
+        check_fraction(self, "input_keep_prob", "char_keep_prob", low_open=True, high_open=False)
 
 
 def make_task(options):

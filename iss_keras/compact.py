@@ -27,7 +27,6 @@ from iss_keras.files import write_text
 from iss_keras.gates import GATE_NAMES, GATED_KINDS, cell_kind
 from iss_keras.keras_internals import outputs_from_zero_state
 from iss_keras.lstm_step import lstm_step
-from iss_keras.macs import macs_per_token as matmul_macs  # noqa: F401  (its older name)
 from iss_keras.rebuild import ShrinkVerificationError, output_difference, probe_inputs
 
 

@@ -2,8 +2,9 @@
 
 On a CPU machine TensorFlow prints, among others, "failed call to cuInit:
 CUDA error" while it starts: it reads like a failure and is not one.
-`import iss_keras` calls `start_backend_quietly()` first, so the trainers and
-user scripts start quietly when Keras was not imported before. A user who
+Scripts call `start_backend_quietly()` before anything imports Keras (the
+trainers do it first thing; `import iss_keras` itself starts nothing), so
+they start quietly. A user who
 asks for TensorFlow's messages (TF_CPP_MIN_LOG_LEVEL=0 or 1) gets them
 untouched.
 

@@ -15,11 +15,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's info messages off unless asked
 
-import iss_keras  # noqa: E402,F401  (before Keras: it starts the backend without C++ noise)
+from iss_keras.startup import start_backend_quietly  # noqa: E402  (imports no Keras)
+
+start_backend_quietly()  # before anything imports Keras: no C++ start-up noise, devices set up
 from absl import app  # noqa: E402
 
 from iss_keras.models.lstm_lm import lstm_language_model  # noqa: E402
-from iss_keras.options import option  # noqa: E402
+from iss_keras.options import check_fraction, option  # noqa: E402
 from iss_keras.tasks.language_model import LanguageModelConfig, ptb_task  # noqa: E402
 from iss_keras.training import TrainConfig  # noqa: E402
 from iss_keras.training.trainer import define_trainer_flags, trainer_main  # noqa: E402
@@ -44,8 +46,7 @@ class ModelConfig:
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise ValueError(f"--hidden_sizes must be positive integers. Received: "
                              f"{list(self.hidden_sizes)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"--dropout must be in [0, 1). Received: {self.dropout}")
+        check_fraction(self, "dropout")
 
 
 def build_model(options, *, vocab_size, batch_size, steps, stateful, streaming, training,

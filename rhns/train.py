@@ -13,11 +13,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's info messages off unless asked
 
-import iss_keras  # noqa: E402,F401  (before Keras: it starts the backend without C++ noise)
+from iss_keras.startup import start_backend_quietly  # noqa: E402  (imports no Keras)
+
+start_backend_quietly()  # before anything imports Keras: no C++ start-up noise, devices set up
 from absl import app, flags  # noqa: E402
 
 from iss_keras.models.rhn import rhn_language_model  # noqa: E402
-from iss_keras.options import option  # noqa: E402
+from iss_keras.options import check_fraction, option  # noqa: E402
 from iss_keras.tasks.language_model import LanguageModelConfig, ptb_task  # noqa: E402
 from iss_keras.training import TrainConfig  # noqa: E402
 from iss_keras.training.trainer import define_trainer_flags, trainer_main  # noqa: E402
@@ -41,9 +43,7 @@ class ModelConfig:
         if self.units < 1 or self.depth < 1:
             raise ValueError(f"--units and --depth must be positive. Received: units={self.units}, "
                              f"depth={self.depth}")
-        for name in ("embedding_dropout", "input_dropout", "hidden_dropout", "output_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"--{name} must be in [0, 1). Received: {getattr(self, name)}")
+        check_fraction(self, "embedding_dropout", "input_dropout", "hidden_dropout", "output_dropout")
 
 
 def build_model(options, *, vocab_size, batch_size, steps, stateful, streaming, training,

@@ -14,14 +14,16 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's info messages off unless asked
 
-import iss_keras  # noqa: E402,F401  (before Keras: it starts the backend without C++ noise)
+from iss_keras.startup import start_backend_quietly  # noqa: E402  (imports no Keras)
+
+start_backend_quietly()  # before anything imports Keras: no C++ start-up noise, devices set up
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from iss_keras.datasets.glove import vectors_for  # noqa: E402
 from iss_keras.models.text_classifier import lstm_classifier  # noqa: E402
-from iss_keras.options import option  # noqa: E402
+from iss_keras.options import check_fraction, option  # noqa: E402
 from iss_keras.sparsity.bayesian import theano_hard_sigmoid  # noqa: E402
 from iss_keras.tasks.classification import (ClassificationConfig,  # noqa: E402
                                             TextClassificationTask, read_sentiment)
@@ -51,8 +53,7 @@ class ModelConfig:
         if self.embedding_size < 1 or self.units < 1:
             raise ValueError(f"--embedding_size and --units must be positive. Received: "
                              f"{self.embedding_size}, {self.units}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"--dropout must be in [0, 1). Received: {self.dropout}")
+        check_fraction(self, "dropout")
 
 
 def make_task(options):

@@ -10,8 +10,11 @@ import json
 import os
 import sys
 
-import iss_keras  # noqa: F401  (sets up the virtual devices before the backend starts)
-import numpy as np
+from iss_keras.startup import start_backend_quietly
+
+start_backend_quietly()  # sets up the virtual devices before the backend starts
+
+import numpy as np  # noqa: E402
 
 from conftest import ptb_ids
 from iss_keras import sparsity as sparsity_lib

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from helpers import randomize, value
-from iss_keras.compact import CompactCell, compress_gates, matmul_macs
+from iss_keras.compact import CompactCell, compress_gates
+from iss_keras.macs import macs_per_token as matmul_macs
 from iss_keras.gate_discovery import channel_groups, gate_groups, input_neuron_groups
 from iss_keras.keras_internals import all_layers
 from iss_keras.models.text_classifier import lstm_classifier

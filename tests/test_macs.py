@@ -7,7 +7,8 @@ import numpy as np
 
 import iss_keras
 from helpers import randomize, value, zero_outgoing
-from iss_keras.compact import CompactCell, compress_gates, matmul_macs
+from iss_keras.compact import CompactCell, compress_gates
+from iss_keras.macs import macs_per_token as matmul_macs
 from iss_keras.keras_internals import all_layers
 from iss_keras.macs import macs_per_token, matmul_kernels
 from iss_keras.models.bidaf import bidaf

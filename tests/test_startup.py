@@ -1,10 +1,12 @@
-"""`import iss_keras` starts the backend without C++ start-up noise, unless the user asks for it."""
+"""`start_backend_quietly()` starts the backend without C++ start-up noise, unless the user asks for it;
+`import iss_keras` itself starts nothing."""
 
 import os
 import subprocess
 import sys
 
-SCRIPT = "import iss_keras, keras; print(keras.ops.convert_to_numpy(keras.ops.ones(2)).sum())"
+SCRIPT = ("from iss_keras.startup import start_backend_quietly; start_backend_quietly(); "
+          "import keras; print(keras.ops.convert_to_numpy(keras.ops.ones(2)).sum())")
 
 
 def run(env_overrides):
@@ -19,7 +21,8 @@ def test_start_is_quiet_and_errors_still_show():
     assert out.returncode == 0 and out.stdout.strip() == "2.0"
     assert "cuInit" not in out.stderr and "E0000" not in out.stderr and "I0000" not in out.stderr, \
         out.stderr
-    broken = subprocess.run([sys.executable, "-c", "import iss_keras; raise SystemExit('boom')"],
+    broken = subprocess.run([sys.executable, "-c", "from iss_keras.startup import start_backend_quietly; "
+                             "start_backend_quietly(); raise SystemExit('boom')"],
                             capture_output=True, text=True, timeout=300)
     assert "boom" in broken.stderr
 
@@ -31,3 +34,12 @@ def test_asking_for_logs_turns_the_silencing_off():
     assert user_wants_backend_logs({"TF_CPP_MIN_LOG_LEVEL": "1"})
     assert not user_wants_backend_logs({"TF_CPP_MIN_LOG_LEVEL": "2"})
     assert not user_wants_backend_logs({})
+
+
+def test_importing_the_package_starts_no_backend_and_names_load_on_use():
+    code = ("import sys, iss_keras; assert 'keras' not in sys.modules, 'keras imported'; "
+            "from iss_keras import ISSRegularizer; assert 'keras' in sys.modules; "
+            "assert iss_keras.shrink.__module__ == 'iss_keras.rebuild'; "
+            "assert iss_keras.models.rhn.RHNCell; print(sorted(iss_keras.__all__) == iss_keras.__all__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr[-2000:]

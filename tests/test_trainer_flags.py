@@ -50,6 +50,23 @@ def test_importing_the_library_registers_no_flag():
     code = ("from absl import flags; import iss_keras.training.trainer as t; "
             "import iss_keras.tasks, iss_keras.sparsity; "
             "assert 'workdir' not in flags.FLAGS; t.define_trainer_flags(); "
-            "t.define_trainer_flags(); assert 'workdir' in flags.FLAGS; print('ok')")
+            "assert 'workdir' in flags.FLAGS; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_a_flag_name_two_options_share_is_refused():
+    @dataclasses.dataclass
+    class First:
+        seed: int = option(0, "A seed.")
+
+    @dataclasses.dataclass
+    class Second:
+        seed: int = option(1, "Another seed.")
+
+    values = flags.FlagValues()
+    with pytest.raises(ValueError, match="'seed' of Second is already a flag \\(from First\\)"):
+        define_flags(First, Second, flag_values=values)
+    with pytest.raises(ValueError, match="'seed' of First is already a flag"):
+        define_flags(First, flag_values=values)  # defined by an earlier call
+

@@ -26,6 +26,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from iss_keras.options import check_fraction_value
+
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 IMDB_ARCHIVES = ("aclImdb_v1_labeled.tar.gz", "aclImdb_v1.tar.gz")
 SST2_URL = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
@@ -245,9 +247,7 @@ def load_imdb(path, valid_fraction=0.15, seed=0):
     >>> len(data.train), len(data.valid), len(data.test)  # doctest: +SKIP
     (21250, 3750, 25000)
     """
-    if not 0 < valid_fraction < 1:
-        raise ValueError(f"valid_fraction must be in (0, 1). Received: valid_fraction="
-                         f"{valid_fraction!r}")
+    check_fraction_value("valid_fraction", valid_fraction, low_open=True)
     source = _find_imdb(path)
     reviews = _imdb_from_tar(source) if os.path.isfile(source) else _imdb_from_directory(source)
     found = {(s, label) for s, label, _, _ in reviews}

@@ -45,13 +45,15 @@ import keras
 import numpy as np
 from keras import ops
 
+from iss_keras.gates import GATE_NAMES
 from iss_keras.models.bidaf_layers import (BiAttention, Highway, MaskedLogits, MaxOverCharacters,
                                            PaddingMask, SharedBiLSTM, SoftmaxPooling,
                                            SplitEmbedding, TileOverTime)
-from iss_keras.sparsity.base import as_sparsity
+from iss_keras.options import check_fraction_value
+from iss_keras.sparsity.base import as_sparsity, elementwise_part
 from iss_keras.sparsity.elementwise import ZeroOut
 
-GATES = 4              # Keras LSTM kernels: gates i, f, c, o side by side
+GATES = len(GATE_NAMES["lstm"])  # Keras LSTM kernels: gates i, f, c, o side by side
 
 
 # ------------------------------------------------------------------- forget bias, TF1 style
@@ -123,18 +125,6 @@ def tf1_lstm_initializer(input_width, units, seed=None):
     return keras.initializers.RandomUniform(-limit, limit, seed=seed)
 
 
-def elementwise_part(regularizer):
-    """What of `regularizer` acts on its weight alone.
-
-    A coupled regularizer (one with an `elementwise` slot, e.g. ISS's group
-    Lasso: it needs the model's unit groups, see
-    `iss_keras.sparsity.base.merge_regularizers`) gives that slot; any other
-    regularizer is returned whole. For weights outside every unit family,
-    where a coupled regularizer could never be coupled.
-    """
-    return regularizer.elementwise if hasattr(regularizer, "elementwise") else regularizer
-
-
 def lstm_arguments(input_width, units, sparsity, seed, grouped=True):
     """Keras LSTM arguments of one TF1 BasicLSTMCell of the original (forget bias 1,
     TF1 initialization, the sparsity method's regularizers and constraints).
@@ -198,8 +188,7 @@ def _check(hidden_size, word_vocab_size, num_trainable_words, char_vocab_size, k
         raise ValueError(f"num_trainable_words must be in 1..word_vocab_size ({word_vocab_size})"
                          f". Received: num_trainable_words={num_trainable_words}")
     for name, value in keep_probs.items():
-        if not 0.0 < float(value) <= 1.0:
-            raise ValueError(f"{name} must be in (0, 1]. Received: {name}={value}")
+        check_fraction_value(name, float(value), low_open=True, high_open=False)
 
 
 class _Builder:

@@ -19,6 +19,7 @@ converts the original repository's units).
 import keras
 
 from iss_keras.models.text_classifier import PerGate
+from iss_keras.options import check_fraction_value
 from iss_keras.sparsity.base import as_sparsity
 
 
@@ -110,8 +111,7 @@ def lstm_language_model(vocab_size, hidden_sizes, embedding_size=None, dropout=0
                          "passed in and out), not both.")
     if stateful and not batch_size:
         raise ValueError(f"A stateful model needs a fixed batch_size. Received: batch_size={batch_size}")
-    if not 0.0 <= float(dropout) < 1.0:
-        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+    check_fraction_value("dropout", float(dropout))
     seeds = iter(range(0 if seed is None else seed * 1000, 10 ** 9))
 
     def init():

@@ -35,6 +35,7 @@ from keras import ops
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
 from iss_keras.groups import Footprint
+from iss_keras.options import check_fraction_value
 from iss_keras.sparsity.base import as_sparsity
 
 
@@ -72,8 +73,7 @@ class RHNCell(keras.layers.Layer, DropoutRNNCell):
         if int(depth) < 1:
             raise ValueError(f"depth must be a positive integer. Received: depth={depth}")
         for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
-            if not 0.0 <= float(rate) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1). Received: {name}={rate}")
+            check_fraction_value(name, float(rate))
         self.units = int(units)
         self.depth = int(depth)
         self.init_scale = float(init_scale)
@@ -184,8 +184,7 @@ class WordDropout(keras.layers.Layer):
 
     def __init__(self, rate, vocab_size, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= float(rate) < 1.0:
-            raise ValueError(f"rate must be in [0, 1). Received: rate={rate}")
+        check_fraction_value("rate", float(rate))
         if int(vocab_size) < 1:
             raise ValueError(f"vocab_size must be a positive integer. Received: "
                              f"vocab_size={vocab_size}")

@@ -13,6 +13,7 @@ attach themselves when bound to the built model.
 
 import keras
 
+from iss_keras.options import check_fraction_value
 from iss_keras.sparsity.base import as_sparsity
 
 
@@ -74,8 +75,7 @@ def lstm_classifier(vocab_size, num_classes=2, embedding_size=300, units=128, ma
     if int(units) < 1 or int(embedding_size) < 1:
         raise ValueError(f"units and embedding_size must be positive. Received: units={units}, "
                          f"embedding_size={embedding_size}")
-    if not 0.0 <= float(dropout) < 1.0:
-        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+    check_fraction_value("dropout", float(dropout))
     sparsity = as_sparsity(sparsity)
     reg, constraint = sparsity.regularizer, sparsity.constraint
     seeds = iter(range(0 if seed is None else seed * 1000, 10 ** 9))

@@ -251,6 +251,18 @@ def merge_regularizers(first, second):
     return keras.regularizers.L1L2(l1=l1, l2=l2)
 
 
+def elementwise_part(regularizer):
+    """What of `regularizer` acts on its weight alone.
+
+    A coupled regularizer (one with an `elementwise` slot, e.g. ISS's group
+    Lasso: it needs the model's unit groups, see `merge_regularizers`) gives
+    that slot; any other regularizer is returned whole. For weights outside
+    every unit family, where a coupled regularizer could never be coupled
+    (e.g. BiDAF's contextual LSTM).
+    """
+    return regularizer.elementwise if hasattr(regularizer, "elementwise") else regularizer
+
+
 class Sparsity(SparsityMethod):
     """Several methods acting together, with the interface of one.
 

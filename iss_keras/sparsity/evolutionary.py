@@ -36,11 +36,11 @@ import keras
 import numpy as np
 from keras import ops
 
+from iss_keras.gates import gate_names
 from iss_keras.keras_internals import all_layers, optimizer_slots
-from iss_keras.options import check_at_least, option
+from iss_keras.options import check_at_least, check_fraction, check_fraction_value, option
 from iss_keras.sparsity.base import SparsityMethod
 
-_CELL_GATES = {keras.layers.LSTMCell: 4, keras.layers.GRUCell: 3, keras.layers.SimpleRNNCell: 1}
 
 
 def pack_mask(mask):
@@ -85,8 +85,7 @@ def erdos_renyi_density(n_in, n_out, epsilon):
 
 def solve_epsilon(shapes, density):
     """The `eps` giving all matrices (`[(n_in, n_out), ...]`) together `density` (bisection)."""
-    if not 0.0 < density <= 1.0:
-        raise ValueError(f"density must be in (0, 1]. Received: density={density}")
+    check_fraction_value("density", density, low_open=True, high_open=False)
     total = sum(r * c for r, c in shapes)
 
     def kept(eps):
@@ -156,8 +155,9 @@ def sparse_weights(model, embedding=True):
     for layer in all_layers(model):
         if isinstance(layer, keras.layers.Embedding) and embedding:
             found.append((layer, "embeddings_constraint", layer.embeddings, 1))
-        gates = _CELL_GATES.get(type(layer))
-        if gates:
+        names = gate_names(layer)
+        if names:
+            gates = len(names)
             found.append((layer, "kernel_constraint", layer.kernel, gates))
             found.append((layer, "recurrent_constraint", layer.recurrent_kernel, gates))
     return found
@@ -179,10 +179,9 @@ class SETOptions:
         if self.set_density and self.set_epsilon:
             raise ValueError("Give set_density or set_epsilon, not both. Received: "
                              f"set_density={self.set_density}, set_epsilon={self.set_epsilon}")
-        if self.set_density > 1.0:
-            raise ValueError(f"set_density must be in (0, 1]. Received: {self.set_density}")
-        if not 0.0 <= self.set_zeta < 1.0:
-            raise ValueError(f"set_zeta must be in [0, 1). Received: set_zeta={self.set_zeta}")
+        if self.set_density:
+            check_fraction(self, "set_density", low_open=True, high_open=False)
+        check_fraction(self, "set_zeta")
 
 
 class SET(SparsityMethod):

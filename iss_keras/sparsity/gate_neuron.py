@@ -26,6 +26,7 @@ import keras
 from keras import ops
 
 from iss_keras.gate_discovery import gate_groups, input_neuron_groups
+from iss_keras.gates import CELL_KINDS
 from iss_keras.groups import Footprint, GroupSet, UnitFamily
 from iss_keras.keras_internals import all_layers
 from iss_keras.options import check_at_least, option
@@ -145,7 +146,6 @@ def _matrices(layer):
         return [layer.embeddings]
     if isinstance(layer, keras.layers.Dense):
         return [layer.kernel]
-    if isinstance(layer, (keras.layers.LSTMCell, keras.layers.GRUCell,
-                          keras.layers.SimpleRNNCell)):
+    if isinstance(layer, tuple(CELL_KINDS)):  # Keras's cells and their subclasses
         return [layer.kernel, layer.recurrent_kernel]
     return []

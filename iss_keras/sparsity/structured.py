@@ -17,12 +17,14 @@ import json
 import numpy as np
 from keras import ops
 
-from iss_keras.compact import GATE_NAMES, GatePlan, compress_gates, make_gate_plan, matmul_macs
+from iss_keras.compact import GatePlan, compress_gates, make_gate_plan
 from iss_keras.discovery import discover_groups
 from iss_keras.files import write_text
 from iss_keras.gate_discovery import channel_groups, recurrent_cells
+from iss_keras.gates import GATE_NAMES
 from iss_keras.groups import GroupSet
 from iss_keras.keras_internals import all_layers
+from iss_keras.macs import macs_per_token
 from iss_keras.rebuild import ShrinkPlan, make_plan, shrink
 
 # The levels of groups both W+G+N frameworks sparsify (Lobacheva et al.): each weight; + input
@@ -135,5 +137,5 @@ def gate_neuron_report(model):
     nonzero = sum(_nonzero(v) for v in model.trainable_weights)
     return {"layers": layers, "vocabulary": vocabulary, "weights": weights,
             "nonzero_weights": nonzero, "compression": weights / max(1, nonzero),
-            "macs_per_token": matmul_macs(model), "macs_per_token_after": matmul_macs(compact),
+            "macs_per_token": macs_per_token(model), "macs_per_token_after": macs_per_token(compact),
             "weights_after_rebuild": sum(int(np.prod(v.shape)) for v in compact.trainable_weights)}

@@ -16,7 +16,7 @@ import dataclasses
 
 import keras
 
-from iss_keras.options import check_at_least, check_positive, option
+from iss_keras.options import check_at_least, check_fraction, check_positive, option
 
 SCHEDULES = ("zaremba", "step", "constant")
 TEST_CHECKPOINTS = ("last", "best_valid")
@@ -53,8 +53,7 @@ class TrainConfig:
         check_positive(self, "learning_rate")
         check_at_least(self, 0, "max_epoch", "lr_step_epochs", "max_grad_norm")
         check_positive(self, "lr_decay")
-        if not 0.0 <= self.ema < 1.0:
-            raise ValueError(f"ema must be in [0, 1). Received: ema={self.ema}")
+        check_fraction(self, "ema")
         for name, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", SCHEDULES),
                               ("test_checkpoint", TEST_CHECKPOINTS)):
             if getattr(self, name) not in allowed:

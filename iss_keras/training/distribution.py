@@ -7,8 +7,8 @@ replicas, where evaluation runs, and which process writes files.
 
 * JAX: `keras.distribution.DataParallel` over the devices (multi-host: set
   `KERAS_DISTRIBUTION_JOB_ADDRESSES`, `KERAS_DISTRIBUTION_NUM_PROCESSES` and
-  `KERAS_DISTRIBUTION_PROCESS_ID`; `import iss_keras` connects the processes
-  before JAX starts). One program over the global batch: the penalty, the
+  `KERAS_DISTRIBUTION_PROCESS_ID`; the trainers' `start_backend_quietly()`
+  connects the processes before JAX starts). One program over the global batch: the penalty, the
   clip and the enforcement see the one global copy of the weights.
 * TensorFlow: `tf.distribute.MirroredStrategy` (one host, several devices).
   The model and optimizer are built in the strategy's scope. Keras scales each
