@@ -53,3 +53,16 @@ def test_names_in_the_readme_table_exist():
     missing = [n for n in sorted(names)
                if not (n.startswith("iss_keras.") or hasattr(iss_keras, n.split(".")[0]))]
     assert not missing, f"README names missing from iss_keras: {missing}"
+
+
+def test_architecture_page_names_every_module():
+    text = open(os.path.join(ROOT, "docs", "architecture.md")).read()
+    missing = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "iss_keras", "**", "*.py"), recursive=True)):
+        rel = os.path.relpath(path, ROOT).replace(os.sep, "/")
+        parts = rel.split("/")
+        in_its_section = (len(parts) == 3 and f"`iss_keras/{parts[1]}/`" in text
+                          and f"`{parts[2]}`" in text)
+        if f"`{rel}`" not in text and not in_its_section:
+            missing.append(rel)
+    assert not missing, f"docs/architecture.md does not name {missing}"
