@@ -31,6 +31,10 @@ the trainers do.
 import importlib
 import importlib.util
 
+# Only reads whether the user asked for the backend's C++ messages, before anything imports a
+# backend (TensorFlow's import changes the variable it reads); starts nothing.
+from iss_keras import startup as _startup  # noqa: F401
+
 __version__ = "0.1.0"
 
 # Each top-level name and the module that defines it.

@@ -195,7 +195,8 @@ def test_running_a_tflite_model_prints_no_cpp_messages(tmp_path):
     path = tmp_path / "m.tflite"
     iss_keras.export_tflite(streaming_lm(), str(path), batch_size=1, steps=1)
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    script = ("from iss_keras import export; "
+    script = ("from iss_keras.startup import start_backend_quietly; start_backend_quietly(); "
+              "from iss_keras import export; "
               f"i = export.tflite_interpreter(model_path={str(path)!r}); print(len(i.get_signature_list()))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
                          timeout=300)

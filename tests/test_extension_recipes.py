@@ -66,6 +66,7 @@ class RecurrentL2(sparsity_base.SparsityMethod):
 class FirstTokenTask(Task):
     monitor = "valid_accuracy"
     monitor_mode = "max"
+    plot_metrics = ("valid_accuracy",)
     tflite_shape = {"batch_size": 1}
 
     def __init__(self, vocab=12, length=6, units=5, examples=256, seed=0):
