@@ -8,7 +8,7 @@
 * `glove`: GloVe word vectors from a local text file (plain or .gz).
 
 The loaders are here; the rest of each module by its module name
-(e.g. `iss_keras.datasets.squad.evaluate`).
+(e.g. `iss_keras.datasets.squad.evaluate`; SQuAD's loader is `squad.load_squad`).
 """
 
 from iss_keras.datasets.glove import load_glove
@@ -17,10 +17,10 @@ from iss_keras.datasets.ptb import (PTB_FILES, PTB_URL, download_ptb, lm_windows
 from iss_keras.datasets.sentiment import (SENTIMENT_SETS, TextClassificationData, TextSplit,
                                           load_imdb, load_sentiment, load_sst2, load_sst_trees,
                                           load_uci)
-from iss_keras.datasets.squad import load_squad
+from iss_keras.datasets import squad  # noqa: F401  (a package: its names are its own, e.g. squad.load_squad)
 from iss_keras.datasets.text import Vocabulary, encode_batch, tokenize
 
 __all__ = ["PTB_FILES", "PTB_URL", "SENTIMENT_SETS", "TextClassificationData", "TextSplit",
            "Vocabulary", "download_ptb", "encode_batch", "lm_windows", "load_glove", "load_imdb",
-           "load_ptb", "load_sentiment", "load_squad", "load_sst2", "load_sst_trees", "load_uci",
+           "load_ptb", "load_sentiment", "load_sst2", "load_sst_trees", "load_uci",
            "ptb_vocabulary", "tokenize"]
