@@ -1,6 +1,7 @@
 """Keep a finished run's files under results/, and generate the READMEs' result tables from them.
 
     python scripts/results.py keep runs/ptb/small --trainer ptb --config small
+    python scripts/results.py keep-archive medium_iss.tar.gz   # a run returned by a lent GPU
     python scripts/results.py table            # rewrite the READMEs' tables (make results-table)
     python scripts/results.py table --check    # exit 1 if a README is not what the files say
 
@@ -11,11 +12,13 @@ results/<trainer>/<config>/results.json (our runs) or results/anchors.json
 
 import argparse
 import glob
+import importlib.util
 import json
 import os
 import re
 import shutil
 import sys
+import tempfile
 
 from iss_keras.sparsity import method_class
 
@@ -105,6 +108,65 @@ def keep(workdir, trainer, config):
                 shutil.copyfile(source, tmp)
             os.replace(tmp, os.path.join(target, name))
     print(f"kept {workdir} -> {os.path.relpath(target, ROOT)}")
+
+
+def _gpu_reproduce():
+    """scripts/gpu_reproduce.py, which writes the archives (their layout is its own)."""
+    spec = importlib.util.spec_from_file_location(
+        "gpu_reproduce", os.path.join(ROOT, "scripts", "gpu_reproduce.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def relocate_text(text, mapping):
+    """`text` with each absolute path under a `(there, here)` prefix of `mapping` moved
+    to `here` (the longest prefix wins); other paths are left for `keep` to judge."""
+    mapping = sorted(((there.rstrip("/"), here) for there, here in mapping),
+                     key=lambda m: -len(m[0]))
+
+    def move(match):
+        path = match.group(0)
+        for there, here in mapping:
+            if path == there or path.startswith(there + "/"):
+                return here + path[len(there):]
+        return path
+
+    return ABSOLUTE_PATH.sub(move, text)
+
+
+def keep_archive(archive, trainer=None, config=None):
+    """Keep a run that `scripts/gpu_reproduce.sh` packed on another machine.
+
+    The archive's `device.json` says where the run ran: its workdir, its data folder and
+    the repository's root there. Those paths are moved to the unpacked run, to
+    ../shared/data/<the data folder's name> and to this repository, and `keep` then
+    writes them relative (`runs/<trainer>/<config>`, `../shared/data/...`), as for a run
+    made here. Trainer and config default to the archive's (a run cut short is named
+    `<config>_truncated_e<N>`). Only a finished run is kept.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            run_dir, manifest = _gpu_reproduce().read_archive(archive, tmp)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"{archive}: {e}") from None
+        if not manifest.get("finished"):
+            raise SystemExit(
+                f"{archive} holds an unfinished run ({manifest.get('epochs_done')} of "
+                f"{manifest.get('epochs')} epochs, exit code {manifest.get('exit_code')}): "
+                f"its train.log says why; nothing kept.")
+        mapping = [(manifest["workdir"], run_dir), (manifest["root"], ROOT),
+                   (manifest["data_dir"],
+                    os.path.join(SHARED_DATA, os.path.basename(manifest["data_dir"].rstrip("/"))))]
+        for name in TEXT_FILES:
+            path = os.path.join(run_dir, name)
+            if os.path.isfile(path):
+                with open(path) as f:
+                    text = relocate_text(f.read(), mapping)
+                with open(path, "w") as f:
+                    f.write(text)
+        keep(run_dir, trainer or manifest["trainer"], config or manifest["suggested_config"])
+    return manifest
 
 
 def load_runs(trainer):
@@ -359,11 +421,19 @@ def main(argv=None):
     k.add_argument("workdir")
     k.add_argument("--trainer", required=True, help="ptb, rhns, ...")
     k.add_argument("--config", required=True, help="the config's name, e.g. small_iss")
+    a = sub.add_parser("keep-archive", help="keep a run returned by scripts/gpu_reproduce.sh")
+    a.add_argument("archive", help="<name>.tar.gz from the lent machine's $OUT")
+    a.add_argument("--trainer", default=None, help="default: the archive's")
+    a.add_argument("--config", default=None,
+                   help="default: the archive's (<config>, or <config>_truncated_e<N>)")
     t = sub.add_parser("table", help="regenerate the README's result tables")
     t.add_argument("--check", action="store_true", help="only check; exit 1 when out of date")
     args = parser.parse_args(argv)
     if args.command == "keep":
         keep(args.workdir, args.trainer, args.config)
+        return 0
+    if args.command == "keep-archive":
+        keep_archive(args.archive, args.trainer, args.config)
         return 0
     pages = render_pages(tables())
     stale = [page for page, (current, wanted) in pages.items() if wanted != current]
