@@ -2,8 +2,8 @@
 
 Run as a script in a fresh process (the devices are set up before the backend
 starts): `ISS_KERAS_CPU_DEVICES=2 KERAS_BACKEND=jax python tests/distributed_step.py
-<variant> <workdir>`. Prints one JSON line: the largest weight difference, both
-validation perplexities and the replicas used. See tests/test_distribution.py.
+<variant>[,<variant>...] <workdir>`. Prints one JSON line per variant: the largest weight
+difference, both validation perplexities and the replicas used. See tests/test_distribution.py.
 """
 
 import json
@@ -54,15 +54,17 @@ def train(variant, workdir, where):
     return [np.asarray(w) for w in model.get_weights()], run.history[-1]
 
 
-def main(variant, workdir):
-    one, one_row = train(variant, os.path.join(workdir, "one"), placement("none"))
-    two_place = placement("data_parallel", 2)
-    two, two_row = train(variant, os.path.join(workdir, "two"), two_place)
-    print(json.dumps({
-        "max_weight_diff": max(float(np.abs(a - b).max()) for a, b in zip(one, two)),
-        "valid_one": one_row["valid_perplexity"], "valid_two": two_row["valid_perplexity"],
-        "units_one": one_row["active_units"], "units_two": two_row["active_units"],
-        "replicas": two_place.replicas, "engine": two_place.engine}))
+def main(variants, workdir):
+    for variant in variants.split(","):
+        one, one_row = train(variant, os.path.join(workdir, variant, "one"), placement("none"))
+        two_place = placement("data_parallel", 2)
+        two, two_row = train(variant, os.path.join(workdir, variant, "two"), two_place)
+        print(json.dumps({
+            "variant": variant,
+            "max_weight_diff": max(float(np.abs(a - b).max()) for a, b in zip(one, two)),
+            "valid_one": one_row["valid_perplexity"], "valid_two": two_row["valid_perplexity"],
+            "units_one": one_row["active_units"], "units_two": two_row["active_units"],
+            "replicas": two_place.replicas, "engine": two_place.engine}))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
 """Independent NumPy references and model builders shared by the tests."""
 
 import importlib
+import importlib.util
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -92,16 +96,66 @@ def run(model, inputs):
     return [value(o) for o in keras.tree.flatten(out)]
 
 
-def run_script(script, *flags, backend="tensorflow", timeout=600):
-    """Run a repository script (e.g. "ptb/train.py") as a user would; returns the CompletedProcess."""
-    import os
-    import subprocess
-    import sys
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+def run_script(script, *flags, backend="tensorflow", devices=0, timeout=600):
+    """Run a repository script (e.g. "ptb/train.py") as a user would; returns the CompletedProcess.
+
+    `devices=2` splits the CPU into two virtual devices (ISS_KERAS_CPU_DEVICES), for
+    --distribution=data_parallel.
+    """
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": backend}
-    return subprocess.run([sys.executable, os.path.join(root, script), *flags], capture_output=True,
-                          text=True, timeout=timeout, cwd=root, env=env)
+    env.pop("ISS_KERAS_CPU_DEVICES", None)
+    if devices:
+        env["ISS_KERAS_CPU_DEVICES"] = str(devices)
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *flags], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+def read_trainer_options(script, *argv):
+    """Parse `argv` as the trainer `script`'s command line and read its options in this process,
+    as its `main` does before it loads any data (`trainer.run_trainer`: every option dataclass,
+    then the sparsity methods they ask for); returns {dataclass: value}.
+
+    The script is executed with its flags (and the defaults it sets) on a fresh `FlagValues`,
+    so that several trainers can be read in one test process. Raises the ValueError whose
+    message the trainer prints; one subprocess per trainer (its tests) shows that the message
+    reaches the user.
+    """
+    from unittest import mock
+
+    from absl import flags
+
+    from iss_keras import sparsity as sparsity_lib
+    from iss_keras.options import define_flags, read_flags
+    from iss_keras.training import TrainConfig
+    from iss_keras.training import trainer as trainer_lib
+
+    values = flags.FlagValues()
+    own = []
+
+    def define_trainer_flags(*own_options):
+        own.extend(own_options)
+        define_flags(*trainer_lib.shared_option_classes(), *own_options, flag_values=values)
+
+    spec = importlib.util.spec_from_file_location(
+        "trainer_" + script.replace("/", "_").replace(".", "_"), os.path.join(ROOT, script))
+    module = importlib.util.module_from_spec(spec)
+    with mock.patch.object(trainer_lib, "define_trainer_flags", define_trainer_flags), \
+            mock.patch.object(flags, "FLAGS", values):
+        spec.loader.exec_module(module)
+    assert own, f"{script} did not call define_trainer_flags"
+    try:
+        values([script, *argv])
+    except flags.Error as e:  # a value absl's parser refuses: `app.run` prints this message
+        raise ValueError(str(e)) from e
+    options = {cls: read_flags(cls, flag_values=values)
+               for cls in trainer_lib.shared_option_classes() + tuple(own)}
+    config = options[TrainConfig]
+    sparsity_lib.from_options([options[cls] for cls in sparsity_lib.option_classes()],
+                              sparsity_lib.OptionContext(epochs=config.epochs, seed=config.seed))
+    return options
 
 
 def assert_shrunk_outputs_equal(model, small, plan, seed):

@@ -1,5 +1,6 @@
-"""bidaf/train.py end to end (train -> shrink -> verify -> export) on the dev-article split,
-its resume, and its errors, as a user runs it."""
+"""bidaf/train.py end to end (train -> shrink -> verify) on the dev-article split, data parallel
+under JAX with moving averages; its resume on one device under TensorFlow, with the export; and
+its errors, as a user runs it."""
 
 import json
 import os
@@ -19,12 +20,21 @@ def data_flags():
 
 
 @pytest.mark.slow
-def test_tiny_config_end_to_end_then_resume(tmp_path):
+def test_tiny_config_end_to_end_on_two_jax_replicas_then_resume_and_export_on_one_device(tmp_path):
+    """Its moving averages of the weights (--ema) are swapped in each epoch, which reads the
+    variables JAX shards. One context bucket (one compiled shape per step function) keeps it
+    short."""
+    pytest.importorskip("jax")
     workdir = str(tmp_path / "run")
     out = run_script("bidaf/train.py", f"--flagfile={TINY}", *data_flags(),
-                     f"--workdir={workdir}")
+                     f"--workdir={workdir}", "--context_buckets=400", "--noexport",
+                     "--distribution=data_parallel", "--devices=2", backend="jax", devices=2)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "data parallel over 2 replicas" in out.stdout
     results = json.load(open(os.path.join(workdir, "results.json")))
+    assert results["run"]["distribution"] == {**results["run"]["distribution"], "replicas": 2,
+                                              "engine": "jax"}
+    assert results["run"]["config"]["ema"] > 0
     assert results["split"] == "dev_articles" and results["eval_questions"] == 30
     assert results["hidden_before"] == [4] * 6 and results["hidden_after"] == [2] * 6
     assert results["lstm_units_after"] == {f"g{i}/{d}": 2 for i in range(3)
@@ -33,8 +43,6 @@ def test_tiny_config_end_to_end_then_resume(tmp_path):
     for metric in ("test_em", "test_f1"):   # the shrunk model answers as the sparse one
         assert results[f"{metric}_shrunk"] == results[f"{metric}_sparse"]
     assert results["same_answers_shrunk"] is True
-    assert results["export"]["tflite"]["max_rel_diff"] <= 1e-4
-    assert os.path.exists(os.path.join(workdir, "export", "saved_model", "saved_model.pb"))
     # The official script's inputs: the scored questions and {id: answer}.
     from iss_keras.datasets import squad
     scores = squad.evaluate_file(os.path.join(workdir, "eval-v1.1.json"),
@@ -45,11 +53,17 @@ def test_tiny_config_end_to_end_then_resume(tmp_path):
         assert os.path.exists(os.path.join(workdir, name)), name
 
     again = run_script("bidaf/train.py", f"--flagfile={os.path.join(workdir, 'flags.txt')}",
-                       "--epochs=3", "--noexport")
+                       "--epochs=3", "--export", "--distribution=none")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Resuming from" in again.stdout and "after epoch 2" in again.stdout
     history = json.load(open(os.path.join(workdir, "history.json")))
     assert [row["epoch"] for row in history] == [1, 2, 3]
+    results = json.load(open(os.path.join(workdir, "results.json")))
+    assert results["backend"] == "tensorflow"
+    for metric in ("test_em", "test_f1"):
+        assert results[f"{metric}_shrunk"] == results[f"{metric}_sparse"]
+    assert results["export"]["tflite"]["max_rel_diff"] <= 1e-4
+    assert os.path.exists(os.path.join(workdir, "export", "saved_model", "saved_model.pb"))
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -1,7 +1,9 @@
 """Data-parallel training on Keras's engines: one step on 2 replicas is one step on 1 device.
 
 Each case runs in a fresh process with ISS_KERAS_CPU_DEVICES=2 (two virtual CPU devices,
-set up before the backend starts; see iss_keras/startup.py).
+set up before the backend starts; see iss_keras/startup.py). Each trainer's end-to-end test
+(test_ptb_script, test_rhns_script, test_sentiment_script, test_bidaf_script) trains on two
+such replicas and resumes on one device.
 """
 
 import json
@@ -12,7 +14,6 @@ import sys
 import keras
 import pytest
 
-from helpers import run_script
 from iss_keras.training import distribution
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,58 +21,30 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def two_devices(backend):
     return {**os.environ, "ISS_KERAS_CPU_DEVICES": "2", "KERAS_BACKEND": backend,
-            "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.path.join(ROOT, "tests")}
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "tests")])}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
-@pytest.mark.parametrize("variant", ["threshold", "proximal"])
-def test_an_epoch_on_two_replicas_equals_one_device(tmp_path, backend, variant):
+def test_an_epoch_on_two_replicas_equals_one_device(tmp_path, backend):
     """ISS penalty, L1, per-weight zeroing, component threshold or proximal steps, freezing and
-    a global-norm clip that acts on every step, with the LSTM state carried across batches."""
+    a global-norm clip that acts on every step, with the LSTM state carried across batches.
+    Both variants (threshold, proximal) run in one process per backend."""
     if backend == "jax":
         pytest.importorskip("jax")
+    variants = ["threshold", "proximal"]
     out = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "distributed_step.py"),
-                          variant, str(tmp_path)], capture_output=True, text=True, timeout=600,
-                         env=two_devices(backend))
+                          ",".join(variants), str(tmp_path)], capture_output=True, text=True,
+                         timeout=600, env=two_devices(backend))
     assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["replicas"] == 2 and result["engine"] == backend
-    assert result["max_weight_diff"] <= 1e-5
-    assert result["valid_two"] == pytest.approx(result["valid_one"], rel=1e-5)
-    assert result["units_two"] == result["units_one"]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("trainer,backend", [("ptb", "tensorflow"), ("rhns", "jax"),
-                                             ("sentiment", "tensorflow")])
-def test_trainers_run_data_parallel_end_to_end_and_resume_on_one_device(tmp_path, ptb_dir,
-                                                                        trainer, backend):
-    if backend == "jax":
-        pytest.importorskip("jax")
-    workdir = str(tmp_path / "run")
-    data_dir = os.path.dirname(ptb_dir) if trainer == "sentiment" else ptb_dir
-    flags = [f"--flagfile={os.path.join(ROOT, trainer, 'configs', 'tiny_test.flags')}",
-             f"--data_dir={data_dir}", f"--workdir={workdir}", "--epochs=1",
-             f"--{'' if backend == 'tensorflow' else 'no'}export"]
-    env = two_devices(backend)
-    out = subprocess.run([sys.executable, os.path.join(ROOT, trainer, "train.py"), *flags,
-                          "--distribution=data_parallel", "--devices=2"],
-                         capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "data parallel over 2 replicas" in out.stdout
-    results = json.load(open(os.path.join(workdir, "results.json")))
-    assert results["run"]["distribution"]["replicas"] == 2
-    assert results["run"]["distribution"]["engine"] == backend
-    metric = "test_accuracy" if trainer == "sentiment" else "test_perplexity"
-    assert abs(results[f"{metric}_shrunk"] - results[f"{metric}_sparse"]) \
-        <= 1e-3 * results[f"{metric}_sparse"]
-    # The checkpoint of 2 replicas resumes on 1 device.
-    again = run_script(f"{trainer}/train.py", *flags[:3], "--epochs=2", "--noexport",
-                       "--distribution=none", backend=backend)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "after epoch 1" in again.stdout
-    assert [r["epoch"] for r in json.load(open(os.path.join(workdir, "history.json")))] == [1, 2]
+    lines = [json.loads(line) for line in out.stdout.strip().splitlines() if line.startswith("{")]
+    assert [result["variant"] for result in lines] == variants
+    for result in lines:
+        assert result["replicas"] == 2 and result["engine"] == backend, result
+        assert result["max_weight_diff"] <= 1e-5, result
+        assert result["valid_two"] == pytest.approx(result["valid_one"], rel=1e-5), result
+        assert result["units_two"] == result["units_one"], result
 
 
 def test_data_parallel_on_one_device_says_how_to_try_it():
@@ -129,27 +102,3 @@ def test_several_tensorflow_workers_are_refused_with_the_upstream_issue(monkeypa
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(distribution.DistributionError, match="TF_CONFIG is not valid JSON"):
         distribution.placement("data_parallel")
-
-
-@pytest.mark.slow
-def test_bidaf_runs_data_parallel_under_jax_with_moving_averages(tmp_path):
-    """bidaf/ end to end on 2 virtual devices under JAX: its moving averages of the weights
-    (--ema) are swapped in each epoch, which reads the variables JAX shards."""
-    pytest.importorskip("jax")
-    from conftest import shared_file
-    workdir = str(tmp_path / "run")
-    out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "bidaf", "train.py"),
-         f"--flagfile={os.path.join(ROOT, 'bidaf', 'configs', 'tiny_test.flags')}",
-         f"--squad_dev={shared_file('squad', 'dev-v1.1.json')}",
-         f"--glove={shared_file('glove', 'glove.6B.50d.top50000.txt.gz')}",
-         f"--workdir={workdir}", "--epochs=1", "--noexport",
-         "--distribution=data_parallel", "--devices=2"],
-        capture_output=True, text=True, timeout=600, env=two_devices("jax"), cwd=ROOT)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "data parallel over 2 replicas" in out.stdout
-    results = json.load(open(os.path.join(workdir, "results.json")))
-    assert results["run"]["distribution"] == {**results["run"]["distribution"], "replicas": 2,
-                                              "engine": "jax"}
-    assert results["run"]["config"]["ema"] > 0
-    assert results["test_f1_shrunk"] == results["test_f1_sparse"]

@@ -1,11 +1,13 @@
-"""ptb/train.py end to end (train -> shrink -> export) and its errors, as a user runs it."""
+"""ptb/train.py end to end (train -> shrink -> export), on 2 data-parallel replicas and resumed on
+one device, and its errors, as a user runs it."""
 
 import json
 import os
+import re
 
 import pytest
 
-from helpers import run_script
+from helpers import read_trainer_options, run_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "ptb", "configs", "tiny_test.flags")
@@ -17,11 +19,16 @@ def run_trainer(*flags, **kwargs):
 
 
 @pytest.mark.slow
-def test_tiny_config_end_to_end_then_resume(tmp_path, ptb_dir):
+def test_tiny_config_end_to_end_on_two_replicas_then_resume_on_one_device(tmp_path, ptb_dir):
+    """Trains data parallel on 2 virtual CPU devices (TensorFlow), exports, then resumes on one."""
     workdir = str(tmp_path / "run")
-    out = run_trainer(f"--flagfile={TINY}", f"--data_dir={ptb_dir}", f"--workdir={workdir}")
+    out = run_trainer(f"--flagfile={TINY}", f"--data_dir={ptb_dir}", f"--workdir={workdir}",
+                      "--distribution=data_parallel", "--devices=2", devices=2)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "data parallel over 2 replicas" in out.stdout
     results = json.load(open(os.path.join(workdir, "results.json")))
+    assert results["run"]["distribution"]["replicas"] == 2
+    assert results["run"]["distribution"]["engine"] == "tensorflow"
     assert results["epochs"] == 2
     assert results["hidden_before"] == [16, 12]
     assert sum(results["hidden_after"]) < 28, "ISS removed no unit"
@@ -36,10 +43,12 @@ def test_tiny_config_end_to_end_then_resume(tmp_path, ptb_dir):
     assert len(open(os.path.join(workdir, "metrics.csv")).read().strip().splitlines()) == 3
     assert "test perplexity" in out.stdout
 
-    # The saved flagfile replays the run; with one more epoch it resumes after epoch 2.
+    # The saved flagfile replays the run; with one more epoch it resumes after epoch 2, and the
+    # checkpoint of 2 replicas resumes on 1 device.
     flagfile = os.path.join(workdir, "flags.txt")
     assert f"--workdir={workdir}" in open(flagfile).read()
-    again = run_trainer(f"--flagfile={flagfile}", "--epochs=3", "--noexport")
+    again = run_trainer(f"--flagfile={flagfile}", "--epochs=3", "--noexport",
+                        "--distribution=none")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Resuming from" in again.stdout and "after epoch 2" in again.stdout
     history = json.load(open(os.path.join(workdir, "history.json")))
@@ -94,10 +103,19 @@ def test_train_under_jax_then_export_under_tensorflow(tmp_path, ptb_dir):
     ("--loss_units=sum", "loss_units"),
 ])
 def test_bad_flags_are_named(tmp_path, ptb_dir, flag, message):
+    """Read in this process, as the trainer reads them (test_a_bad_flag_reaches_the_user: the
+    message is what the user sees)."""
+    good = [f"--flagfile={TINY}", f"--data_dir={ptb_dir}", f"--workdir={tmp_path / 'run'}"]
+    read_trainer_options("ptb/train.py", *good)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        read_trainer_options("ptb/train.py", *good, flag)
+
+
+def test_a_bad_flag_reaches_the_user(tmp_path, ptb_dir):
     out = run_trainer(f"--flagfile={TINY}", f"--data_dir={ptb_dir}",
-                      f"--workdir={tmp_path / 'run'}", flag, timeout=120)
+                      f"--workdir={tmp_path / 'run'}", "--steps=0", timeout=120)
     assert out.returncode != 0
-    assert message in out.stderr
+    assert "steps must be >= 1" in out.stderr
 
 
 def test_bad_data_directory_names_the_files(tmp_path):
