@@ -124,7 +124,8 @@ def test_zeroing_threshold_is_for_sparsity_runs_only():
 def test_methods_are_registered_in_the_order_they_are_built():
     assert sparsity_lib.registered() == sparsity_lib.METHODS
     assert [m.name for m in sparsity_lib.METHODS] == [
-        "weight_decay", "l1", "iss", "set", "gate_neuron", "sparse_vd", "weight_zeroing"]
+        "weight_decay", "l1", "iss", "set", "magnitude", "gate_neuron", "sparse_vd",
+        "weight_zeroing"]
     assert sparsity_lib.option_classes() == tuple(m.Options for m in sparsity_lib.METHODS)
     assert sparsity_lib.method_class("iss") is ISS
     with pytest.raises(ValueError, match="'nope'"):

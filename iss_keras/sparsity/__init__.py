@@ -7,6 +7,8 @@
   ours target-size mode;
 * `row_column`: the original's row / column group Lasso regularizers;
 * `evolutionary`: SET, sparse evolutionary training (masks, Erdős–Rényi start, evolution);
+* `magnitude`: gradual magnitude pruning with TF-MOT's schedules (weights), and our
+  unit-level variant (whole ISS components, then `shrink`);
 * `bayesian`: SparseVD, Bayesian sparsification of weights, gates and neurons (W+G+N),
   on the noisy layers of `bayesian_layers`;
 * `gate_neuron`: W / W+N / W+G+N pruning of gates and neurons (group Lasso), rebuilt by
@@ -28,13 +30,18 @@ from iss_keras.sparsity.elementwise import L1Sparsity, WeightDecay, WeightZeroin
 from iss_keras.sparsity.evolutionary import SET
 from iss_keras.sparsity.gate_neuron import GateNeuronPruning
 from iss_keras.sparsity.iss import ISS
+from iss_keras.sparsity.magnitude import ConstantSparsity, MagnitudePruning, PolynomialDecay
 from iss_keras.sparsity.row_column import ColumnGroupLasso, RowGroupLasso
 
 # The registry, in the order methods are built from options. The order matters: a later
 # method sees the earlier ones (`chosen`: ISS's freeze applies when L1 is on; zeroing only
-# in sparsity runs, so WeightZeroing comes last).
+# in sparsity runs, so WeightZeroing comes last). MagnitudePruning sits beside SET, the
+# other method of per-weight masks: of the methods built before it, it reads only SET, which it
+# refuses (both would mask the same weights); and it comes before WeightZeroing, which it leaves
+# off (its zeros come from its masks, not from the original's threshold).
 METHODS = tuple(register(method) for method in (
-    WeightDecay, L1Sparsity, ISS, SET, GateNeuronPruning, SparseVD, WeightZeroing))
+    WeightDecay, L1Sparsity, ISS, SET, MagnitudePruning, GateNeuronPruning, SparseVD,
+    WeightZeroing))
 
 
 @dataclasses.dataclass
@@ -88,7 +95,8 @@ def from_options(options, context=None):
 
 # The methods and the registry. The pieces ISS attaches to stock Keras layers (`ISSRegularizer`,
 # `ZeroOut`, `ComponentEnforcer`, `couple`) are exported once, by the top-level `iss_keras`.
-__all__ = ["ColumnGroupLasso", "GateNeuronPruning", "ISS", "L1Sparsity", "METHODS", "NO_SPARSITY",
-           "OptionContext", "RowGroupLasso", "SET", "SparseVD", "Sparsity", "SparsityMethod",
+__all__ = ["ColumnGroupLasso", "ConstantSparsity", "GateNeuronPruning", "ISS", "L1Sparsity",
+           "METHODS", "MagnitudePruning", "NO_SPARSITY", "OptionContext", "PolynomialDecay",
+           "RowGroupLasso", "SET", "SparseVD", "Sparsity", "SparsityMethod",
            "WeightDecay", "WeightZeroing", "as_sparsity", "from_options", "merge_regularizers",
            "method_class", "option_classes", "register", "registered"]
