@@ -99,6 +99,12 @@ def run(model, inputs):
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def run_python(code, env=None, timeout=300):
+    """`python -c code` in a fresh process (imports as a user's script would); the CompletedProcess."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
 def run_script(script, *flags, backend="tensorflow", devices=0, timeout=600):
     """Run a repository script (e.g. "ptb/train.py") as a user would; returns the CompletedProcess.
 

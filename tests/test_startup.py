@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+from helpers import run_python
+
 SCRIPT = ("from iss_keras.startup import start_backend_quietly; start_backend_quietly(); "
           "import keras; print(keras.ops.convert_to_numpy(keras.ops.ones(2)).sum())")
 
@@ -41,5 +43,5 @@ def test_importing_the_package_starts_no_backend_and_names_load_on_use():
             "from iss_keras import ISSRegularizer; assert 'keras' in sys.modules; "
             "assert iss_keras.shrink.__module__ == 'iss_keras.rebuild'; "
             "assert iss_keras.models.rhn.RHNCell; print(sorted(iss_keras.__all__) == iss_keras.__all__)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    out = run_python(code)
     assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr[-2000:]

@@ -1,8 +1,6 @@
 """The trainers' flags are generated from the option dataclasses: one source of truth."""
 
 import dataclasses
-import subprocess
-import sys
 
 import pytest
 from absl import flags
@@ -10,6 +8,8 @@ from absl import flags
 from iss_keras.options import define_flags, option, read_flags
 from iss_keras.tasks.language_model import LanguageModelConfig
 from iss_keras.training.trainer import shared_option_classes
+
+from helpers import run_python
 
 
 def test_every_option_is_a_flag_with_the_same_default():
@@ -51,7 +51,7 @@ def test_importing_the_library_registers_no_flag():
             "import iss_keras.tasks, iss_keras.sparsity; "
             "assert 'workdir' not in flags.FLAGS; t.define_trainer_flags(); "
             "assert 'workdir' in flags.FLAGS; print('ok')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    out = run_python(code)
     assert out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
