@@ -4,7 +4,7 @@ Keras lays the gates of a cell side by side along the last axis of its
 `kernel`, `recurrent_kernel` and `bias`: gate g of unit j is column
 `g * units + j`, with the gates in the order of `GATE_NAMES` (LSTMCell
 i, f, c, o; GRUCell z, r, h; SimpleRNNCell its one preactivation h). This
-table is the one place that says so. It is read by
+table is the one place that says so. Among its readers:
 
 * `iss_keras.discovery`: a hidden unit's ISS component owns one column per
   gate of the kernels and the bias (`num_gates`);
@@ -21,6 +21,9 @@ import keras
 
 # Gate letters by cell kind, in Keras's column order.
 GATE_NAMES = {"lstm": ("i", "f", "c", "o"), "gru": ("z", "r", "h"), "simple_rnn": ("h",)}
+
+# Gate blocks of Keras's LSTM kernels (i, f, c, o side by side): for builders of LSTM-shaped weights.
+LSTM_GATES = len(GATE_NAMES["lstm"])
 
 # The kinds whose gates are multiplied into the state (Lobacheva et al.'s G level applies).
 GATED_KINDS = ("lstm", "gru")

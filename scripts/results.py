@@ -20,7 +20,10 @@ import shutil
 import sys
 import tempfile
 
-from iss_keras.sparsity import method_class
+from iss_keras.startup import start_backend_quietly
+
+start_backend_quietly()  # the registry below imports Keras: no C++ start-up noise
+from iss_keras.sparsity import method_class  # noqa: E402  (each method labels its own runs)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "results")
@@ -252,10 +255,19 @@ def _where(runs):
                                                  for r in runs) else ""))
 
 
+def _describe(method):
+    """A recorded method's table label; a method no longer registered shows its name."""
+    try:
+        cls = method_class(method["name"])
+    except ValueError:
+        return method["name"]
+    return cls.describe(method["config"])
+
+
 def _method(results):
     """What made a run sparse: each method of its recorded sparsity config describes itself."""
     methods = results["run"]["config"].get("sparsity", {}).get("methods", [])
-    labels = [method_class(m["name"]).describe(m["config"]) for m in methods]
+    labels = [_describe(m) for m in methods]
     return ", ".join(label for label in labels if label) or "dense"
 
 

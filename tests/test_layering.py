@@ -14,7 +14,8 @@ LAYERS = {"sparsity": 1, "models": 2, "tasks": 3, "training": 4}
 # Optional third-party packages: imported where they are used, so the package works without them.
 OPTIONAL = ("tensorflow", "ai_edge_litert", "matplotlib", "jax", "torch")
 # The quiet start imports Keras itself, inside the silenced stderr: its one reason to exist.
-DELIBERATE = {("iss_keras.startup", "keras")}
+# The PTB reader imports Keras only to download, so data code starts no backend.
+DELIBERATE = {("iss_keras.startup", "keras"), ("iss_keras.datasets.ptb", "keras")}
 
 
 def module_name(path):

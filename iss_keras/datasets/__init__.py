@@ -17,7 +17,8 @@ from iss_keras.datasets.ptb import (PTB_FILES, PTB_URL, download_ptb, lm_windows
 from iss_keras.datasets.sentiment import (SENTIMENT_SETS, TextClassificationData, TextSplit,
                                           load_imdb, load_sentiment, load_sst2, load_sst_trees,
                                           load_uci)
-from iss_keras.datasets import squad  # noqa: F401  (a package: its names are its own, e.g. squad.load_squad)
+# SQuAD is a package whose names are its own (e.g. squad.load_squad).
+from iss_keras.datasets import squad  # noqa: F401
 from iss_keras.datasets.text import Vocabulary, encode_batch, tokenize
 
 __all__ = ["PTB_FILES", "PTB_URL", "SENTIMENT_SETS", "TextClassificationData", "TextSplit",

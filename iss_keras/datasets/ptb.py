@@ -3,7 +3,6 @@
 import collections
 import os
 
-import keras
 import numpy as np
 
 PTB_FILES = ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt")
@@ -30,12 +29,15 @@ def download_ptb(cache_dir=None):
     Args:
         cache_dir: where Keras keeps downloads (default `~/.keras`).
     """
+    import keras  # only here: reading the local files needs no backend
+
     path = keras.utils.get_file("simple-examples.tgz", PTB_URL, extract=True, cache_dir=cache_dir)
     root = path if os.path.isdir(path) else os.path.dirname(path)
     for directory, _, files in os.walk(root):
         if all(f in files for f in PTB_FILES):
             return directory
-    raise FileNotFoundError(f"{PTB_URL} was unpacked under {root!r} but holds no {list(PTB_FILES)}.")
+    raise FileNotFoundError(f"{PTB_URL} was unpacked under {root!r} but holds no "
+                            f"{list(PTB_FILES)}.")
 
 
 def ptb_vocabulary(train_words, vocab_size=None):

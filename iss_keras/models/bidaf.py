@@ -45,15 +45,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from iss_keras.gates import GATE_NAMES
+from iss_keras.gates import LSTM_GATES as GATES
 from iss_keras.models.bidaf_layers import (BiAttention, Highway, MaskedLogits, MaxOverCharacters,
                                            PaddingMask, SharedBiLSTM, SoftmaxPooling,
                                            SplitEmbedding, TileOverTime)
 from iss_keras.options import check_fraction_value
 from iss_keras.sparsity.base import as_sparsity, elementwise_part
 from iss_keras.sparsity.elementwise import ZeroOut
-
-GATES = len(GATE_NAMES["lstm"])  # Keras LSTM kernels: gates i, f, c, o side by side
 
 
 # ------------------------------------------------------------------- forget bias, TF1 style

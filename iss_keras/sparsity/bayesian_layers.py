@@ -35,6 +35,7 @@ import numpy as np
 from keras import ops
 
 from iss_keras.discovery import discover_groups
+from iss_keras.gates import LSTM_GATES as GATES
 from iss_keras.groups import Footprint, variables_by_path
 from iss_keras.lstm_step import lstm_step
 
@@ -43,6 +44,7 @@ LOG_ALPHA_CLIP = 8.0   # the original's clip_func(to=8)
 THRESHOLD = 3.0        # pruned where log alpha > 3 (the original's self.thresh)
 LOG_SIGMA_INIT = -3.0
 EPSILON = 1e-8
+
 
 def log_alpha(mu, log_sigma):
     """`clip(2 log sigma - log(mu^2 + 1e-8), -8, 8)`."""
@@ -237,25 +239,25 @@ class BayesianLSTMCell(BayesianLayer, keras.layers.Layer):
             raise ValueError("BayesianLSTMCell runs inside BayesianLSTM, which gives it its "
                              "input width; use BayesianLSTM(units, ...).")
         n, u = int(self.input_dim), self.units
-        self.kernel = self.add_weight(shape=(n, 4 * u), name="kernel",
+        self.kernel = self.add_weight(shape=(n, GATES * u), name="kernel",
                                       initializer=self.kernel_initializer,
                                       regularizer=self.kernel_regularizer)
-        self.recurrent_kernel = self.add_weight(shape=(u, 4 * u), name="recurrent_kernel",
+        self.recurrent_kernel = self.add_weight(shape=(u, GATES * u), name="recurrent_kernel",
                                                 initializer=self.recurrent_initializer,
                                                 regularizer=self.recurrent_regularizer)
 
         def bias_init(shape, dtype=None):
-            bias = self.bias_initializer((4 * u,), dtype=dtype)
+            bias = self.bias_initializer((GATES * u,), dtype=dtype)
             if self.unit_forget_bias:  # as Keras's LSTMCell: forget gates start at 1
                 bias = ops.concatenate([bias[:u], ops.ones((u,), dtype=dtype), bias[2 * u:]])
             return bias
 
-        self.bias = self.add_weight(shape=(4 * u,), name="bias", initializer=bias_init,
+        self.bias = self.add_weight(shape=(GATES * u,), name="bias", initializer=bias_init,
                                     regularizer=self.bias_regularizer)
         if self.weight_noise:
-            self.kernel_log_sigma = self._log_sigma((n, 4 * u), "kernel_log_sigma")
-            self.recurrent_log_sigma = self._log_sigma((u, 4 * u), "recurrent_kernel_log_sigma")
-        for on, name, size in ((self.inputs, "inputs", n), (self.gates, "gates", 4 * u),
+            self.kernel_log_sigma = self._log_sigma((n, GATES * u), "kernel_log_sigma")
+            self.recurrent_log_sigma = self._log_sigma((u, GATES * u), "recurrent_kernel_log_sigma")
+        for on, name, size in ((self.inputs, "inputs", n), (self.gates, "gates", GATES * u),
                                (self.hidden, "hidden", u)):
             if on:
                 setattr(self, f"{name}_mu", self.add_weight(shape=(size,), name=f"{name}_mu",
@@ -274,7 +276,7 @@ class BayesianLSTMCell(BayesianLayer, keras.layers.Layer):
         """Per-sequence `z_x`, `z_g`, `z_h` (ones where the level is off)."""
         n, u = int(self.kernel.shape[0]), self.units
         out = []
-        for on, name, size in ((self.inputs, "inputs", n), (self.gates, "gates", 4 * u),
+        for on, name, size in ((self.inputs, "inputs", n), (self.gates, "gates", GATES * u),
                                (self.hidden, "hidden", u)):
             if not on:
                 out.append(ops.ones((batch, size), dtype=self.compute_dtype))
@@ -287,7 +289,8 @@ class BayesianLSTMCell(BayesianLayer, keras.layers.Layer):
     def call(self, inputs, states, training=False):
         u = self.units
         recurrent = self.now[1] if self.now is not None else self.kernels(False)[1]
-        projected, z_g, z_h = inputs[:, :4 * u], inputs[:, 4 * u:8 * u], inputs[:, 8 * u:]
+        g = GATES * u
+        projected, z_g, z_h = inputs[:, :g], inputs[:, g:2 * g], inputs[:, 2 * g:]
         h, c = states
         h, c = lstm_step((projected + ops.matmul(h, recurrent)) * z_g + self.bias, c, u,
                          self.activation, self.recurrent_activation)
@@ -316,7 +319,7 @@ class BayesianLSTMCell(BayesianLayer, keras.layers.Layer):
         """A variable's evaluation value (pruned mean), NumPy; ones when the level is off."""
         n, u = int(self.kernel.shape[0]), self.units
         if not getattr(self, name):
-            return np.ones({"inputs": n, "gates": 4 * u, "hidden": u}[name], "float32")
+            return np.ones({"inputs": n, "gates": GATES * u, "hidden": u}[name], "float32")
         return np.asarray(ops.convert_to_numpy(_noisy(getattr(self, f"{name}_mu"),
                                                       getattr(self, f"{name}_log_sigma"),
                                                       False, None)))

@@ -42,7 +42,6 @@ from iss_keras.options import check_at_least, check_fraction, check_fraction_val
 from iss_keras.sparsity.base import SparsityMethod
 
 
-
 def pack_mask(mask):
     """A boolean array as JSON-ready text (packed bits, base64)."""
     mask = np.asarray(mask, bool)

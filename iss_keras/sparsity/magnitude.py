@@ -695,7 +695,3 @@ class _PruneOnSchedule(keras.callbacks.Callback):
         if self.method.schedule.should_prune(self.method.step):
             self.method.update_masks()
 
-
-__all__ = ["ConstantSparsity", "MagnitudePruning", "MagnitudePruningOptions", "PolynomialDecay",
-           "PruningSchedule", "keep_count", "magnitude_mask", "prunable_weights", "select_weights",
-           "strip_pruning"]

@@ -8,7 +8,10 @@ knows nothing of language models or question answering; it asks the task:
   dropout on; `"eval"`: the validation copy; `"test"`: the copy the final
   test and the rebuild run on; `"serve"`: the shape that is exported and
   timed). All four share layer names, so weights move between them with
-  `set_weights`. `batch_split`: the training model sees 1/batch_split of each
+  `set_weights`: `copy_for(mode, model)` returns the `mode` model holding
+  `model`'s weights (built afresh each call, or once per mode and refilled
+  where `reuse_copies` is True, as the language-model and QA tasks do; the
+  finish step's test and serve copies come from it too). `batch_split`: the training model sees 1/batch_split of each
   global batch (one copy per replica under tf.distribute); only a model with
   a fixed batch size (a carried state) needs to know.
 * `loss()`, `metrics()`: for `compile`.

@@ -62,7 +62,8 @@ class DistributionOptions:
         choices=DISTRIBUTIONS)
     devices: int = option(0, "Devices for data_parallel (0: all). On a CPU-only machine, "
                           "ISS_KERAS_CPU_DEVICES=N before starting makes N virtual CPU "
-                          "devices (for trying and testing).")
+                          "devices (for trying and testing; the trainers set them up, a script "
+                          "of yours calls iss_keras.startup.start_backend_quietly() first).")
 
     def __post_init__(self):
         if self.distribution not in DISTRIBUTIONS:
@@ -302,7 +303,8 @@ def placement(distribution="auto", devices=0):
             f"--distribution=data_parallel needs at least 2 devices; found {len(available)} "
             f"({', '.join(available)}){f' for --devices={devices}' if devices else ''}. On a "
             "CPU-only machine, start with ISS_KERAS_CPU_DEVICES=2 to try it on 2 virtual "
-            "CPU devices.")
+            "CPU devices (a script of yours: call iss_keras.startup.start_backend_quietly() "
+            "before anything imports Keras, as the trainers do).")
     return data_parallel(chosen)
 
 

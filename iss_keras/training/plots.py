@@ -1,7 +1,8 @@
 """Training pictures: each recurrent layer's nonzero weights, units and metrics per epoch, and
 the pictures a sparsity method asks for (`draw`).
 
-Drawing only: every function takes what it draws. A method's pictures come as data from its
+Drawing only: nothing here works out a structure. `plot_training` reads the weights of the
+layers it is handed; a method's pictures come as data from its
 `pictures(model)` hook (`iss_keras.sparsity.base.SparsityMethod`), a dict picture kind ->
 data, and `draw` hands each to its drawing function (`DRAWINGS`).
 """
@@ -85,7 +86,7 @@ def plot_gate_structure(structure, directory):
     whether each hidden unit is kept. Returns the paths written (none without matplotlib).
 
     Args:
-        structure: dict layer name -> {"gates": the gate names (e.g. "ifco"), "active": a
+        structure: dict layer name -> {"gates": the gate names (e.g. ("i", "f", "c", "o")), "active": a
             boolean array [gates, units] (the gate column computes), "kept": a boolean
             array [units] (the hidden unit is kept)}, as
             `iss_keras.sparsity.structured.gate_structure` gives.
