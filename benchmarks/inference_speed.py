@@ -10,7 +10,8 @@ Every model runs in one process, interleaved (medians), each as:
     `--int8`, full-integer by default, and the other int8 form is timed beside it);
   * TFLite (`ai_edge_litert`, builtin ops, XNNPACK, `--threads`): batch 1
     streaming (one token per call, the LSTM state carried between calls; the
-    exported step is straight-line ops) and batch 10 x 30 steps in one call;
+    exported step is straight-line ops; also with `--also_threads`) and batch
+    10 x 30 steps in one call;
   * SavedModel (the TF Serving path) and Keras (`predict_on_batch`), batch 1
     streaming; Keras also batch 10 x 30.
 Every TFLite model is exported with `export_tflite` (verified against Keras;
@@ -65,6 +66,9 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=15, help="timed rounds (medians)")
     p.add_argument("--stream_tokens", type=int, default=30, help="tokens per streaming round")
     p.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads")
+    p.add_argument("--also_threads", type=int, default=1,
+                   help="streaming also timed with this many threads (0: not), which shows "
+                        "whether a shared machine's other processes stall the thread pool")
     p.add_argument("--int8", choices=INT8_FORMS, default="int8_full",
                    help="the int8 of the table (the other form is timed beside it)")
     p.add_argument("--representative", type=int, default=200,
@@ -221,6 +225,11 @@ def main(argv=None):
                   for (variant, shape), blob in blobs.items() if shape == "window"}
         workloads = {
             "tflite_batch1_stream": stream,
+            **({f"tflite_batch1_stream_{args.also_threads}thread": {
+                variant: tflite_stream(blob, models[variant.split("_")[0]], args.stream_tokens,
+                                       args.also_threads)
+                for (variant, shape), blob in blobs.items() if shape == "stream"}}
+               if args.also_threads else {}),
             f"tflite_batch{WINDOW[0]}_steps{WINDOW[1]}": window,
             "saved_model_batch1_stream": {
                 f"{n}_float": saved_model_stream(m, args.stream_tokens, os.path.join(tmp, n))
