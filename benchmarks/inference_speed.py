@@ -26,6 +26,8 @@ is recorded before, during and after (`shared`: something else was running).
     python benchmarks/inference_speed.py --model=runs/ptb/quick_iss/sparse.keras \\
         --shrunk=runs/ptb/quick_iss/shrunk.keras              # any trained pair
     python benchmarks/inference_speed.py --quick              # smoke test (tiny)
+    python benchmarks/inference_speed.py --profile --out=benchmarks/results/inference_profile.json
+                                  # where the shrunk model's batch-1 token time goes, part by part
 """
 
 import argparse
@@ -75,6 +77,8 @@ def parse_args(argv=None):
                         "timed), or one of them")
     p.add_argument("--representative", type=int, default=200,
                    help="streamed tokens that calibrate full-integer int8")
+    p.add_argument("--profile", action="store_true",
+                   help="only time the shrunk model's parts (op groups) at batch-1 streaming")
     p.add_argument("--quick", action="store_true",
                    help="tiny models, 2 rounds, one int8 form, float windows only: a smoke test")
     p.add_argument("--out", default="runs/benchmarks/inference_speed.json")
@@ -156,7 +160,8 @@ def tflite_export(model, batch, steps, quantize, representative, directory):
 
 
 def tflite_stream(blob, model, tokens, threads):
-    """One token per call with carried state; tensor indices resolved once, as a device loop would."""
+    """One token per call with carried state; tensor indices resolved once, as a device
+    loop would."""
     interp = export.tflite_interpreter(model_content=blob, num_threads=threads)
     runner = interp.get_signature_runner()
     ins, outs = runner.get_input_details(), runner.get_output_details()
@@ -190,9 +195,40 @@ def load_average():
     return {"load": [round(x, 2) for x in os.getloadavg()], "uptime": line}
 
 
+def profile(args, small):
+    """Batch-1 streaming time of the shrunk model, its model without the softmax layer (the
+    embedding lookup and the LSTM steps) and a 1-unit LM (the per-call floor: interpreter,
+    copies in and out), float and both int8 forms, with `--threads` and 1 thread."""
+    softmax = small.layers[-1]
+    parts = {"whole": small,
+             "without_softmax": keras.Model(small.inputs, [softmax.input] + small.outputs[1:],
+                                            name="without_softmax"),
+             "one_unit": lstm_language_model(10, [1], embedding_size=1, streaming=True, seed=0,
+                                             name="one_unit")}
+    candidates, weights = {}, {}
+    with tempfile.TemporaryDirectory(prefix="inference_profile-") as tmp:
+        for part, m in parts.items():
+            weights[part] = int(sum(np.prod(w.shape) for w in m.weights))
+            for quantize in (None,) + INT8_FORMS:
+                blob, _ = tflite_export(m, 1, 1, quantize, args.representative, tmp)
+                for threads in sorted({args.threads, 1}):
+                    candidates[f"{part}_{quantize or 'float'}_{threads}thread"] = tflite_stream(
+                        blob, m, args.stream_tokens, threads)
+    medians = interleaved_medians(candidates, repeats=args.repeats)
+    result = {"run": provenance(), "load": load_average(), "weights": weights,
+              "us_per_token": {k: t * 1e6 / args.stream_tokens for k, t in medians.items()}}
+    for name, us in result["us_per_token"].items():
+        print(f"{name:<36}{us:>10.1f} us/token")
+    return result
+
+
 def main(argv=None):
     args = parse_args(argv)
     before = load_average()
+    if args.profile:
+        result = {"load_before": before, **profile(args, load_pair(args)[1])}
+        write_text(args.out, json.dumps(result, indent=1))
+        return result
     dense, small = load_pair(args)
     models = {"dense": dense, "shrunk": small}
     macs = [sparsity_report(m).totals["macs_per_token"] for m in (dense, small)]
@@ -257,7 +293,8 @@ def main(argv=None):
                       if args.int8 == "fastest" else args.int8)
     result["int8_chosen_by"] = ("the faster shrunk int8 at TFLite batch-1 streaming in this run"
                                 if args.int8 == "fastest" else "--int8")
-    tflite = {w: t["vs_dense_float"] for w, t in result["timings"].items() if w.startswith("tflite")}
+    tflite = {w: t["vs_dense_float"] for w, t in result["timings"].items()
+              if w.startswith("tflite")}
     result["goals"] = {
         "shrunk_int8_tflite_batch1_stream_vs_dense_float": {
             "got": tflite["tflite_batch1_stream"][f"shrunk_{result['int8']}"], "goal": 100.0},
@@ -266,7 +303,8 @@ def main(argv=None):
     for goal in result["goals"].values():
         goal["met"] = goal["got"] >= goal["goal"]
     print(f"hidden {result['hidden_sizes']['dense']} -> {result['hidden_sizes']['shrunk']}, "
-          f"multiply-adds {macs[0]:,} -> {macs[1]:,} per token ({result['macs_ratio']:.2f}x fewer); "
+          f"multiply-adds {macs[0]:,} -> {macs[1]:,} per token "
+          f"({result['macs_ratio']:.2f}x fewer); "
           f"load {before['load']} -> {result['load_after']['load']}")
     for workload, t in result["timings"].items():
         print(f"{workload} ({t['unit']}, median of {args.repeats}):")

@@ -79,7 +79,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--streaming", action="store_true", help="one token per call: WHILE vs unrolled")
-    p.add_argument("--embedding_size", type=int, default=None, help="--streaming: word vector width")
+    p.add_argument("--embedding_size", type=int, default=None,
+                   help="--streaming: word vector width")
     p.add_argument("--tokens", type=int, default=30, help="--streaming: tokens per timed round")
     p.add_argument("--threads", type=int, default=2, help="--streaming: interpreter threads")
     p.add_argument("--out", default="runs/benchmarks/tflite_lstm_paths.json")

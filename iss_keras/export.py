@@ -11,9 +11,9 @@ leaves a half-written model where a good one was.
 TFLite forms (builtin ops only, no Flex delegate; the signature is static):
   * one token per call (`steps=1`, streaming with carried state): the RNN
     layers are traced unrolled, so the step is straight-line ops that XNNPACK
-    takes whole. A WHILE loop's body stays outside the delegate: it measured
-    2.4x slower for the paper's 373/315 LM and 10 us against 4 us per token
-    for a 1-unit LSTM (`benchmarks/tflite_lstm_paths.py --streaming`);
+    takes whole. The WHILE loop costs about 6 us more per token (10 us against
+    4 us for a 1-unit LSTM) and measured 1.04x to 2.4x slower for the paper's
+    373/315 LM, never faster (`benchmarks/tflite_lstm_paths.py --streaming`);
   * longer windows: Keras 3's WHILE loop, as the converter makes it;
   * full-integer int8 (`quantize="int8_full"`): always unrolled, since the
     converter's calibration crashes the process on a WHILE loop.
@@ -25,6 +25,7 @@ WHILE loop in `ai_edge_litert` on x86 CPUs, so it is not offered.
 import contextlib
 import os
 import tempfile
+import warnings
 
 import keras
 import numpy as np
@@ -407,8 +408,12 @@ def convert_to_tflite(model, batch_size=1, steps=None, quantize=None, output_nam
             names = input_names(model)
             converter.representative_dataset = lambda: (
                 dict(zip(names, batch)) for batch in representative_data)
-        # The calibrator logs from C++; its errors still come back as exceptions.
-        with quietly() if quantize == "int8_full" else contextlib.nullcontext():
+        if quantize != "int8_full":
+            return converter.convert(), shapes
+        # The calibrator logs from C++ and runs TensorFlow's own (deprecated) interpreter;
+        # its errors still come back as exceptions.
+        with quietly(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
             return converter.convert(), shapes
 
 

@@ -38,8 +38,9 @@ def test_inference_speed_quick_writes_side_by_side_timings(tmp_path):
     assert result["hidden_sizes"] == {"dense": [32, 32], "shrunk": [8, 6]}
     assert result["macs_ratio"] > 1
     timings = result["timings"]
-    assert set(timings) == {"keras_batch1_stream", "keras_batch10_steps30", "saved_model_batch1_stream",
-                            "tflite_batch1_stream", "tflite_batch1_stream_1thread",
+    assert set(timings) == {"keras_batch1_stream", "keras_batch10_steps30",
+                            "saved_model_batch1_stream", "tflite_batch1_stream",
+                            "tflite_batch1_stream_1thread",
                             "tflite_batch10_steps30"}
     variants = {"dense_float", "dense_int8_full", "shrunk_float", "shrunk_int8_full"}
     assert set(timings["tflite_batch1_stream"]["ms"]) == variants

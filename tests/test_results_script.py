@@ -153,7 +153,8 @@ def test_deploy_speed_table_shows_each_time_with_its_ratio_and_the_goals():
               "shared": True,
               "goals": {"shrunk_int8": {"got": 80.0, "goal": 100.0, "met": False}}}
     text = results_script.deploy_speed_table(result)
-    row = [line for line in text.splitlines() if line.startswith("| TFLite, batch 1 streaming, 2")][0]
+    row = [line for line in text.splitlines()
+           if line.startswith("| TFLite, batch 1 streaming, 2")][0]
     assert row.split(" | ")[1:] == ["8 (1.00×)", "2 (4.00×)", "1 (8.00×)", "0.1 (80.00×) |"]
     keras_row = [line for line in text.splitlines() if line.startswith("| Keras")][0]
     assert keras_row.endswith("| 14 (1.00×) | — | 4 (3.50×) | — |")
