@@ -1,27 +1,41 @@
-"""Inference speed of a dense LSTM LM against its shrunk version, side by side.
+"""Inference speed of a dense LSTM LM against its shrunk version, float and int8, side by side.
 
 Defaults reproduce the paper's headline pair: a 2-layer PTB LM with a 10k
 vocabulary and 1500-wide embedding, hidden 1500/1500 (dense) against 373/315
 (ISS). Paper: 10.59x faster on an Intel MKL CPU, 7.48x fewer multiply-adds.
 Weights are random: speed does not depend on their values.
 
-Both models run in one process, interleaved, and medians are reported for:
-  * Keras (TensorFlow graph, `predict_on_batch`) and TFLite (`ai_edge_litert`,
-    builtin ops with XNNPACK);
-  * batch 1 streaming: one token per call, the LSTM state carried between calls;
-  * batch 10 x 30 steps: one call over a 30-token window.
+Every model runs in one process, interleaved (medians), each as:
+  * dense float, dense int8, shrunk float, shrunk int8 (TFLite only): both
+    int8 forms, full-integer and dynamic-range, are timed; the table's int8 is
+    the faster at batch-1 streaming for the shrunk model (`--int8=fastest`);
+  * TFLite (`ai_edge_litert`, builtin ops, XNNPACK, `--threads`): batch 1
+    streaming (one token per call, the LSTM state carried between calls; the
+    exported step is straight-line ops; also with `--also_threads`) and batch
+    10 x 30 steps in one call;
+  * SavedModel (the TF Serving path) and Keras (`predict_on_batch`), batch 1
+    streaming; Keras also batch 10 x 30.
+Every TFLite model is exported with `export_tflite` (verified against Keras;
+the full-integer ones calibrated on streamed states of random tokens). Every
+time is also given as a speedup over dense float. The machine's load average
+is recorded before, during and after (`shared`: something else was running).
 
     python benchmarks/inference_speed.py                      # paper pair
+    python benchmarks/inference_speed.py --out=benchmarks/results/inference_speed.json
+                                                  # the kept run docs/deploy.md shows
     python benchmarks/inference_speed.py --model=runs/ptb/quick_iss/sparse.keras \\
         --shrunk=runs/ptb/quick_iss/shrunk.keras              # any trained pair
     python benchmarks/inference_speed.py --quick              # smoke test (tiny)
+    python benchmarks/inference_speed.py --profile --out=benchmarks/results/inference_profile.json
+                                  # where the shrunk model's batch-1 token time goes, part by part
 """
 
 import argparse
 import json
 import os
-import platform
+import subprocess
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -31,11 +45,17 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from iss_keras import export  # noqa: E402
-from iss_keras.models.lstm_lm import hidden_sizes, lstm_language_model  # noqa: E402
-from iss_keras.tasks.language_model import zero_states  # noqa: E402
-from iss_keras.report import sparsity_report  # noqa: E402
-from iss_keras.timing import interleaved_medians  # noqa: E402
 from iss_keras.files import write_text  # noqa: E402
+from iss_keras.models.lstm_lm import hidden_sizes, lstm_language_model  # noqa: E402
+from iss_keras.provenance import provenance  # noqa: E402
+from iss_keras.report import sparsity_report  # noqa: E402
+from iss_keras.tasks.language_model import zero_states  # noqa: E402
+from iss_keras.timing import interleaved_medians  # noqa: E402
+
+INT8_FORMS = ("int8_full", "int8")  # full-integer, dynamic-range
+WINDOW = (10, 30)  # batch x steps of the one-call workloads
+# A load average (1 min) above this before the run means another process was using the CPUs.
+SHARED_LOAD = 0.5
 
 
 def parse_args(argv=None):
@@ -48,15 +68,27 @@ def parse_args(argv=None):
     p.add_argument("--shrunk", help="its shrunk version (e.g. the run's shrunk.keras)")
     p.add_argument("--repeats", type=int, default=15, help="timed rounds (medians)")
     p.add_argument("--stream_tokens", type=int, default=30, help="tokens per streaming round")
-    p.add_argument("--no_tflite", action="store_true")
-    p.add_argument("--quick", action="store_true", help="tiny models, 2 rounds: a smoke test")
+    p.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads")
+    p.add_argument("--also_threads", type=int, default=1,
+                   help="streaming also timed with this many threads (0: not), which shows "
+                        "whether a shared machine's other processes stall the thread pool")
+    p.add_argument("--int8", choices=("fastest",) + INT8_FORMS, default="fastest",
+                   help="the int8 of the table: the faster of the two in this run (both are "
+                        "timed), or one of them")
+    p.add_argument("--representative", type=int, default=200,
+                   help="streamed tokens that calibrate full-integer int8")
+    p.add_argument("--profile", action="store_true",
+                   help="only time the shrunk model's parts (op groups) at batch-1 streaming")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny models, 2 rounds, one int8 form, float windows only: a smoke test")
     p.add_argument("--out", default="runs/benchmarks/inference_speed.json")
     args = p.parse_args(argv)
     if bool(args.model) != bool(args.shrunk):
         p.error("--model and --shrunk go together")
     if args.quick:
         args.vocab_size, args.embedding_size, args.dense, args.sparse = 300, 32, "32,32", "8,6"
-        args.repeats, args.stream_tokens = 2, 3
+        args.repeats, args.stream_tokens, args.representative = 2, 3, 4
+        args.int8 = "int8_full" if args.int8 == "fastest" else args.int8  # one form only
     return args
 
 
@@ -69,11 +101,26 @@ def load_pair(args):
             for sizes, name in ((args.dense, "dense"), (args.sparse, "shrunk"))]
 
 
+def vocabulary(model):
+    return int(model.outputs[0].shape[-1])
+
+
+def streamed_inputs(model, count, batch=1, steps=1, seed=0):
+    """`count` input batches of a streaming LM: random tokens, each with the states Keras
+    carried from the batch before (so calibration sees the ranges states really take)."""
+    rng, state, batches = np.random.default_rng(seed), zero_states(model, batch), []
+    for _ in range(count):
+        inputs = [rng.integers(0, vocabulary(model), (batch, steps)).astype("int32")] + state
+        batches.append(inputs)
+        state = [np.asarray(s) for s in model.predict_on_batch(inputs)[1:]]
+    return batches
+
+
 def keras_stream(model, tokens):
     def run():
         state = zero_states(model, 1)
         for t in range(tokens):
-            out = model.predict_on_batch([np.full((1, 1), t, "int32")] + state)
+            out = model.predict_on_batch([np.full((1, 1), t % vocabulary(model), "int32")] + state)
             state = list(out[1:])
     return run
 
@@ -83,76 +130,189 @@ def keras_window(model, batch, steps):
     return lambda: model.predict_on_batch(inputs)
 
 
-def tflite_runner(model, batch, steps):
-    blob, _ = export.convert_to_tflite(model, batch_size=batch, steps=steps)
-    interp = export.tflite_interpreter(model_content=blob)
-    names = export.input_names(model)
-    return interp, names, len(blob)
+def saved_model_stream(model, tokens, directory):
+    """The SavedModel's batch-1 step (verified on export), called as TF Serving would."""
+    import tensorflow as tf
+
+    export.export_saved_model(model, directory, batch_size=1, steps=1)
+    loaded = tf.saved_model.load(directory)
+    names = export.serving_output_names(model)
+
+    def run(loaded=loaded):
+        state = [tf.constant(s) for s in zero_states(model, 1)]
+        for t in range(tokens):
+            out = loaded.serve(tf.constant(np.full((1, 1), t % vocabulary(model), "int32")),
+                               *state)
+            state = [out[n] for n in names[1:]]
+    return run
 
 
-def tflite_stream(runner, model, tokens):
-    interp, names, _ = runner
+def tflite_export(model, batch, steps, quantize, representative, directory):
+    """An exported (verified) flatbuffer and its report."""
+    data = None
+    if quantize == "int8_full":
+        data = streamed_inputs(model, max(2, representative // (batch * steps)), batch, steps)
+    path = os.path.join(directory, f"{model.name}_{quantize}_{batch}x{steps}.tflite")
+    report = export.export_tflite(model, path, batch_size=batch, steps=steps, quantize=quantize,
+                                  representative_data=data)
+    with open(path, "rb") as f:
+        return f.read(), report
+
+
+def tflite_stream(blob, model, tokens, threads):
+    """One token per call with carried state; tensor indices resolved once, as a device
+    loop would."""
+    interp = export.tflite_interpreter(model_content=blob, num_threads=threads)
+    runner = interp.get_signature_runner()
+    ins, outs = runner.get_input_details(), runner.get_output_details()
+    feed = [ins[n]["index"] for n in export.input_names(model)]
+    fetch = [outs[n]["index"] for n in export.serving_output_names(model)]
 
     def run():
         state = zero_states(model, 1)
         for t in range(tokens):
-            out = export.run_tflite(interp, [np.full((1, 1), t, "int32")] + state, names,
-                                    export.serving_output_names(model))
-            state = out[1:]
+            interp.set_tensor(feed[0], np.full((1, 1), t % vocabulary(model), "int32"))
+            for index, value in zip(feed[1:], state):
+                interp.set_tensor(index, value)
+            interp.invoke()
+            state = [interp.get_tensor(index) for index in fetch[1:]]
     return run
 
 
-def tflite_window(runner, model, batch, steps):
-    interp, names, _ = runner
+def tflite_window(blob, model, batch, steps, threads):
+    interp = export.tflite_interpreter(model_content=blob, num_threads=threads)
     inputs = [np.ones((batch, steps), "int32")] + zero_states(model, batch)
-    outputs = export.serving_output_names(model)
+    names, outputs = export.input_names(model), export.serving_output_names(model)
     return lambda: export.run_tflite(interp, inputs, names, outputs)
+
+
+def load_average():
+    """(1, 5, 15-minute load averages, `uptime`'s line)."""
+    try:
+        line = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        line = ""
+    return {"load": [round(x, 2) for x in os.getloadavg()], "uptime": line}
+
+
+def profile(args, small):
+    """Batch-1 streaming time of the shrunk model, its model without the softmax layer (the
+    embedding lookup and the LSTM steps) and a 1-unit LM (the per-call floor: interpreter,
+    copies in and out), float and both int8 forms, with `--threads` and 1 thread."""
+    softmax = small.layers[-1]
+    parts = {"whole": small,
+             "without_softmax": keras.Model(small.inputs, [softmax.input] + small.outputs[1:],
+                                            name="without_softmax"),
+             "one_unit": lstm_language_model(10, [1], embedding_size=1, streaming=True, seed=0,
+                                             name="one_unit")}
+    candidates, weights = {}, {}
+    with tempfile.TemporaryDirectory(prefix="inference_profile-") as tmp:
+        for part, m in parts.items():
+            weights[part] = int(sum(np.prod(w.shape) for w in m.weights))
+            for quantize in (None,) + INT8_FORMS:
+                blob, _ = tflite_export(m, 1, 1, quantize, args.representative, tmp)
+                for threads in sorted({args.threads, 1}):
+                    candidates[f"{part}_{quantize or 'float'}_{threads}thread"] = tflite_stream(
+                        blob, m, args.stream_tokens, threads)
+    medians = interleaved_medians(candidates, repeats=args.repeats)
+    result = {"run": provenance(), "load": load_average(), "weights": weights,
+              "us_per_token": {k: t * 1e6 / args.stream_tokens for k, t in medians.items()}}
+    for name, us in result["us_per_token"].items():
+        print(f"{name:<36}{us:>10.1f} us/token")
+    return result
 
 
 def main(argv=None):
     args = parse_args(argv)
+    before = load_average()
+    if args.profile:
+        result = {"load_before": before, **profile(args, load_pair(args)[1])}
+        write_text(args.out, json.dumps(result, indent=1))
+        return result
     dense, small = load_pair(args)
+    models = {"dense": dense, "shrunk": small}
     macs = [sparsity_report(m).totals["macs_per_token"] for m in (dense, small)]
     result = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpus": os.cpu_count(), "keras": keras.__version__},
+        "run": provenance(), "load_before": before,
         "hidden_sizes": {"dense": hidden_sizes(dense), "shrunk": hidden_sizes(small)},
         "macs_per_token": {"dense": macs[0], "shrunk": macs[1]},
-        "macs_ratio": macs[0] / macs[1], "repeats": args.repeats, "timings": {},
+        "macs_ratio": macs[0] / macs[1], "repeats": args.repeats,
+        "stream_tokens": args.stream_tokens, "tflite_threads": args.threads,
+        "exports": {}, "timings": {}, "load_during": {},
     }
-    workloads = {
-        "keras_batch1_stream": lambda m: keras_stream(m, args.stream_tokens),
-        "keras_batch10_steps30": lambda m: keras_window(m, 10, 30),
-    }
-    runners = {}
-    if not args.no_tflite:
-        runners = {(name, shape): tflite_runner(m, *shape)
-                   for name, m in (("dense", dense), ("shrunk", small))
-                   for shape in ((1, 1), (10, 30))}
-        result["tflite_size_bytes"] = {name: runners[(name, (1, 1))][2] for name in ("dense", "shrunk")}
-        workloads["tflite_batch1_stream"] = None
-        workloads["tflite_batch10_steps30"] = None
-    for workload in workloads:
-        candidates = {}
-        for name, m in (("dense", dense), ("shrunk", small)):
-            if workload == "tflite_batch1_stream":
-                candidates[name] = tflite_stream(runners[(name, (1, 1))], m, args.stream_tokens)
-            elif workload == "tflite_batch10_steps30":
-                candidates[name] = tflite_window(runners[(name, (10, 30))], m, 10, 30)
-            else:
-                candidates[name] = workloads[workload](m)
-        medians = interleaved_medians(candidates, repeats=args.repeats)
-        per = args.stream_tokens if "stream" in workload else 1
-        result["timings"][workload] = {
-            "dense_ms": medians["dense"] * 1e3 / per, "shrunk_ms": medians["shrunk"] * 1e3 / per,
-            "unit": "ms per token" if per > 1 else "ms per call",
-            "speedup": medians["dense"] / medians["shrunk"]}
+    shapes = {"stream": (1, 1), "window": WINDOW}
+    blobs = {}
+    int8_forms = INT8_FORMS if args.int8 == "fastest" else (args.int8,)
+    with tempfile.TemporaryDirectory(prefix="inference_speed-") as tmp:
+        for name, m in models.items():
+            for quantize in (None,) + int8_forms:
+                for shape, (batch, steps) in shapes.items():
+                    if args.quick and quantize and shape == "window":
+                        continue
+                    variant = f"{name}_{quantize or 'float'}"
+                    blob, report = tflite_export(m, batch, steps, quantize, args.representative,
+                                                 tmp)
+                    blobs[(variant, shape)] = blob
+                    result["exports"][f"{variant}_{batch}x{steps}"] = {
+                        "size_bytes": report.size_bytes, "form": report.form,
+                        "max_rel_diff_vs_keras": report.max_rel_diff}
+        stream = {variant: tflite_stream(blob, models[variant.split("_")[0]],
+                                         args.stream_tokens, args.threads)
+                  for (variant, shape), blob in blobs.items() if shape == "stream"}
+        window = {variant: tflite_window(blob, models[variant.split("_")[0]], *WINDOW,
+                                         args.threads)
+                  for (variant, shape), blob in blobs.items() if shape == "window"}
+        workloads = {
+            "tflite_batch1_stream": stream,
+            **({f"tflite_batch1_stream_{args.also_threads}thread": {
+                variant: tflite_stream(blob, models[variant.split("_")[0]], args.stream_tokens,
+                                       args.also_threads)
+                for (variant, shape), blob in blobs.items() if shape == "stream"}}
+               if args.also_threads else {}),
+            f"tflite_batch{WINDOW[0]}_steps{WINDOW[1]}": window,
+            "saved_model_batch1_stream": {
+                f"{n}_float": saved_model_stream(m, args.stream_tokens, os.path.join(tmp, n))
+                for n, m in models.items()},
+            "keras_batch1_stream": {f"{n}_float": keras_stream(m, args.stream_tokens)
+                                    for n, m in models.items()},
+            f"keras_batch{WINDOW[0]}_steps{WINDOW[1]}": {
+                f"{n}_float": keras_window(m, *WINDOW) for n, m in models.items()},
+        }
+        for workload, candidates in workloads.items():
+            medians = interleaved_medians(candidates, repeats=args.repeats)
+            per = args.stream_tokens if "stream" in workload else 1
+            result["timings"][workload] = {
+                "unit": "ms per token" if per > 1 else "ms per call",
+                "ms": {v: t * 1e3 / per for v, t in medians.items()},
+                "vs_dense_float": {v: medians["dense_float"] / t for v, t in medians.items()}}
+            result["load_during"][workload] = load_average()["load"]
+    result["load_after"] = load_average()
+    result["shared"] = before["load"][0] > SHARED_LOAD
+    stream_ms = result["timings"]["tflite_batch1_stream"]["ms"]
+    result["int8"] = (min(int8_forms, key=lambda q: stream_ms[f"shrunk_{q}"])
+                      if args.int8 == "fastest" else args.int8)
+    result["int8_chosen_by"] = ("the faster shrunk int8 at TFLite batch-1 streaming in this run"
+                                if args.int8 == "fastest" else "--int8")
+    tflite = {w: t["vs_dense_float"] for w, t in result["timings"].items()
+              if w.startswith("tflite")}
+    result["goals"] = {
+        "shrunk_int8_tflite_batch1_stream_vs_dense_float": {
+            "got": tflite["tflite_batch1_stream"][f"shrunk_{result['int8']}"], "goal": 100.0},
+        "shrunk_float_every_tflite_path_vs_dense_float": {
+            "got": min(t["shrunk_float"] for t in tflite.values()), "goal": result["macs_ratio"]}}
+    for goal in result["goals"].values():
+        goal["met"] = goal["got"] >= goal["goal"]
     print(f"hidden {result['hidden_sizes']['dense']} -> {result['hidden_sizes']['shrunk']}, "
-          f"multiply-adds {macs[0]:,} -> {macs[1]:,} per token ({result['macs_ratio']:.2f}x fewer)")
-    print(f"{'workload':<26}{'dense':>12}{'shrunk':>12}{'speedup':>10}  unit")
+          f"multiply-adds {macs[0]:,} -> {macs[1]:,} per token "
+          f"({result['macs_ratio']:.2f}x fewer); "
+          f"load {before['load']} -> {result['load_after']['load']}")
     for workload, t in result["timings"].items():
-        print(f"{workload:<26}{t['dense_ms']:>12.3f}{t['shrunk_ms']:>12.3f}{t['speedup']:>9.2f}x  "
-              f"{t['unit']} (median of {args.repeats})")
+        print(f"{workload} ({t['unit']}, median of {args.repeats}):")
+        for variant, ms in t["ms"].items():
+            print(f"  {variant:<20}{ms:>12.3f}{t['vs_dense_float'][variant]:>9.2f}x")
+    for name, goal in result["goals"].items():
+        print(f"goal {name}: {goal['got']:.2f} (>= {goal['goal']:.2f}: "
+              f"{'met' if goal['met'] else 'NOT met'})")
     write_text(args.out, json.dumps(result, indent=1))
     print(f"wrote {args.out}")
     return result

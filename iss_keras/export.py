@@ -8,30 +8,43 @@ outputs are compared with the Keras model's. Files are written to a temporary
 path beside the target and renamed, so an interrupted or failed export never
 leaves a half-written model where a good one was.
 
-TFLite path: a Keras 3 LSTM converts to a WHILE loop of builtin ops (no Flex
-delegate) when the signature is static. Copying the weights into a `tf_keras`
-LSTM instead gives the fused UNIDIRECTIONAL_SEQUENCE_LSTM op, but it measured
-1.3x to 6x slower in `ai_edge_litert` on x86 CPUs (`benchmarks/tflite_lstm_paths.py`),
-so only the builtin WHILE path is offered.
+TFLite forms (builtin ops only, no Flex delegate; the signature is static):
+  * one token per call (`steps=1`, streaming with carried state): the RNN
+    layers are traced unrolled, so the step is straight-line ops that XNNPACK
+    takes whole. The WHILE loop costs about 6 us more per token (10 us against
+    4 us for a 1-unit LSTM) and measured 1.04x to 2.4x slower for the paper's
+    373/315 LM, never faster (`benchmarks/tflite_lstm_paths.py --streaming`);
+  * longer windows: Keras 3's WHILE loop, as the converter makes it;
+  * full-integer int8 (`quantize="int8_full"`): always unrolled, since the
+    converter's calibration crashes the process on a WHILE loop.
+The fused UNIDIRECTIONAL_SEQUENCE_LSTM op comes only from a `tf_keras` LSTM (the
+converter never makes it from Keras 3); it measured 1.3x to 6x slower than the
+WHILE loop in `ai_edge_litert` on x86 CPUs, so it is not offered.
 """
 
+import contextlib
 import os
 import tempfile
+import warnings
 
 import keras
 import numpy as np
 
 from iss_keras.files import atomic_path
-from iss_keras.keras_internals import outputs_from_zero_state, tflite_op_names
+from iss_keras.keras_internals import outputs_from_zero_state, rnns_unrolled, tflite_op_names
 from iss_keras.rebuild import output_difference, probe_inputs
 from iss_keras.startup import quietly
 
-QUANTIZATIONS = (None, "int8", "float16")
+QUANTIZATIONS = (None, "int8", "int8_full", "float16")
 
 # Largest relative difference |TFLite - Keras| / max(1, max|Keras|) accepted by
 # default. Dynamic-range int8 quantizes every weight matrix to 8 bits, so its
 # outputs move by about 1% of their range; float16 weights by about 0.05%.
-DEFAULT_TOLERANCES = {None: 1e-4, "float16": 5e-3, "int8": 5e-2}
+# Full-integer int8 also rounds every activation to 8 bits within the ranges
+# seen on the representative data (0.3% to 0.7% measured on the paper's pair).
+DEFAULT_TOLERANCES = {None: 1e-4, "float16": 5e-3, "int8": 5e-2, "int8_full": 5e-2}
+# Representative batches the full-integer export also verifies on (spread over the data).
+REPRESENTATIVE_PROBES = 4
 
 
 class ExportVerificationError(AssertionError):
@@ -49,11 +62,12 @@ class ExportReport:
         max_rel_diff: the same divided by max(1, max|Keras output|).
         input_shapes: the signature's input shapes (None = dynamic).
         ops: sorted builtin op names (TFLite only).
-        quantize: None, "int8" or "float16" (TFLite only).
+        quantize: None, "int8", "int8_full" or "float16" (TFLite only).
+        form: "unrolled" (straight-line steps) or "while" (TFLite only).
     """
 
     def __init__(self, path, format, size_bytes, max_abs_diff, max_rel_diff, input_shapes,
-                 ops=None, quantize=None):
+                 ops=None, quantize=None, form=None):
         self.path = path
         self.format = format
         self.size_bytes = int(size_bytes)
@@ -62,6 +76,7 @@ class ExportReport:
         self.input_shapes = [list(s) for s in input_shapes]
         self.ops = list(ops) if ops is not None else None
         self.quantize = quantize
+        self.form = form
 
     def to_dict(self):
         return dict(vars(self))
@@ -145,19 +160,21 @@ def serving_output_names(model, names=None):
     return unique
 
 
-def _serving_fn(model, names):
+def _serving_fn(model, names, unroll=False):
     def serve(*args):
-        out = model(list(args) if len(args) > 1 else args[0], training=False)
+        # Only this endpoint is traced unrolled; the model's own functions keep their loop.
+        with rnns_unrolled(model) if unroll else contextlib.nullcontext():
+            out = model(list(args) if len(args) > 1 else args[0], training=False)
         return dict(zip(names, keras.tree.flatten(out)))
 
     return serve
 
 
-def _archive(model, shapes, endpoint="serve", names=None):
+def _archive(model, shapes, endpoint="serve", names=None, unroll=False):
     tf = _tensorflow()
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(endpoint, _serving_fn(model, serving_output_names(model, names)),
+    archive.add_endpoint(endpoint, _serving_fn(model, serving_output_names(model, names), unroll),
                          input_signature=_signature(tf, model, shapes))
     return archive
 
@@ -304,11 +321,65 @@ def run_tflite(interp, inputs, names, outputs=None):
     return [out[name] for name in outputs]
 
 
-def convert_to_tflite(model, batch_size=1, steps=None, quantize=None, output_names=None):
-    """Convert `model` to a TFLite flatbuffer of builtin ops (bytes); see `export_tflite`."""
+def tflite_form(shapes, quantize=None):
+    """`"unrolled"` or `"while"`: how `convert_to_tflite` writes the RNNs for these input shapes.
+
+    Unrolled for one step per call (the first input's time axis is 1) and for
+    full-integer int8; a WHILE loop otherwise (see the module docstring for why).
+    """
+    first = shapes[0] if shapes else []
+    return "unrolled" if quantize == "int8_full" or first[1:2] == [1] else "while"
+
+
+def representative_batches(model, data, shapes):
+    """`data` (an iterable of input batches) as a list of lists of arrays, checked.
+
+    Each batch is a list of arrays in the order of `model.inputs` (or one array
+    for a one-input model) with exactly the export's shapes `shapes`.
+
+    Raises:
+        ValueError: `data` is None or empty, or a batch has the wrong number of
+            inputs or a wrong shape; the message names the batch and the fix.
+    """
+    fix = ("representative_data= is an iterable of input batches with the export's shapes "
+           f"{shapes} (batch_size=, steps=), e.g. 200 training windows of a language model "
+           "fed one token at a time with their carried states")
+    if data is None:
+        raise ValueError(f"quantize='int8_full' needs representative_data: {fix}.")
+    names = input_names(model)
+    batches = []
+    for i, batch in enumerate(data):
+        arrays = list(batch) if isinstance(batch, (list, tuple)) else [batch]
+        if len(arrays) != len(shapes):
+            raise ValueError(f"Representative batch {i} has {len(arrays)} inputs; {model.name!r} "
+                             f"takes {len(shapes)} ({names}). {fix}.")
+        cast = []
+        for name, x, shape, tensor in zip(names, arrays, shapes, model.inputs):
+            x = np.asarray(x)
+            if list(x.shape) != list(shape):
+                raise ValueError(f"Representative batch {i}: input {name!r} has shape "
+                                 f"{list(x.shape)}; the export's signature is {list(shape)}. "
+                                 f"{fix}.")
+            cast.append(x.astype(keras.backend.standardize_dtype(tensor.dtype)))
+        batches.append(cast)
+    if not batches:
+        raise ValueError(f"representative_data is empty: {fix}.")
+    return batches
+
+
+def convert_to_tflite(model, batch_size=1, steps=None, quantize=None, output_names=None,
+                      representative_data=None, form=None):
+    """Convert `model` to a TFLite flatbuffer of builtin ops; see `export_tflite`.
+
+    `form` ("unrolled" or "while") overrides `tflite_form`'s choice (the
+    benchmarks compare the two). Returns `(flatbuffer bytes, input shapes)`.
+    """
     tf = _tensorflow()
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}. Received: quantize={quantize!r}")
+    if representative_data is not None and quantize != "int8_full":
+        raise ValueError("representative_data calibrates quantize='int8_full' only. Received: "
+                         f"quantize={quantize!r}")
     shapes = input_shapes(model, batch_size, steps)
     for shape in shapes:
         if any(d is None for d in shape):
@@ -316,19 +387,38 @@ def convert_to_tflite(model, batch_size=1, steps=None, quantize=None, output_nam
                 f"TFLite with builtin ops needs a static input shape; {model.name!r} has input "
                 f"shape {shape}. Pass batch_size= and steps= (e.g. steps=1 for streaming "
                 "one token at a time with carried state).")
+    if form not in (None, "unrolled", "while"):
+        raise ValueError(f"form must be None, 'unrolled' or 'while'. Received: form={form!r}")
+    if quantize == "int8_full":
+        if form == "while":
+            raise ValueError("quantize='int8_full' needs form='unrolled' (or None): the "
+                             "converter's calibration crashes the process on a WHILE loop.")
+        representative_data = representative_batches(model, representative_data, shapes)
+    unroll = (form or tflite_form(shapes, quantize)) == "unrolled"
     with tempfile.TemporaryDirectory(prefix="iss_keras-tflite-") as tmp:
-        _archive(model, shapes, names=output_names).write_out(tmp, verbose=False)
+        _archive(model, shapes, names=output_names, unroll=unroll).write_out(tmp, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantize is not None:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "float16":
             converter.target_spec.supported_types = [tf.float16]
-        return converter.convert(), shapes
+        if quantize == "int8_full":  # int8 kernels for every op; float inputs and outputs
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            names = input_names(model)
+            converter.representative_dataset = lambda: (
+                dict(zip(names, batch)) for batch in representative_data)
+        if quantize != "int8_full":
+            return converter.convert(), shapes
+        # The calibrator logs from C++ and runs TensorFlow's own (deprecated) interpreter;
+        # its errors still come back as exceptions.
+        with quietly(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+            return converter.convert(), shapes
 
 
 def export_tflite(model, path, batch_size=1, steps=None, quantize=None, probe=None,
-                  tolerance=None, output_names=None):
+                  tolerance=None, output_names=None, representative_data=None):
     """Write `model` as a TFLite flatbuffer of builtin ops only (no Flex delegate).
 
     The converted model is run in `ai_edge_litert` on a probe batch and compared
@@ -339,20 +429,30 @@ def export_tflite(model, path, batch_size=1, steps=None, quantize=None, probe=No
         path: the `.tflite` file to create or replace.
         batch_size: batch size of the static signature.
         steps: sequence length of the static signature (required if the model's
-            time axis is unknown).
+            time axis is unknown). With `steps=1` the RNNs are unrolled: one
+            straight-line step per call (`tflite_form`).
         quantize: None, `"int8"` (dynamic-range: int8 weights, float
-            activations) or `"float16"` (float16 weights).
-        probe: list of input arrays for the check (random ones if None).
+            activations), `"int8_full"` (int8 weights and activations,
+            calibrated on `representative_data`; float inputs and outputs) or
+            `"float16"` (float16 weights).
+        probe: list of input arrays for the check (random ones if None; for
+            `"int8_full"`, `REPRESENTATIVE_PROBES` of the representative
+            batches, whose states lie in the calibrated ranges).
         tolerance: largest relative output difference accepted (default from
             `DEFAULT_TOLERANCES` by `quantize`).
         output_names: names of the signature's outputs (see `export_saved_model`).
+        representative_data: for `quantize="int8_full"` only: an iterable of
+            input batches with the signature's shapes (see `representative_batches`),
+            e.g. 200 training windows of a language model.
 
     Returns:
-        An `ExportReport` with the op list, file size and measured difference.
+        An `ExportReport` with the op list, form, file size and measured difference.
 
     Raises:
         ExportVerificationError: the TFLite outputs differ by more than
             `tolerance`; nothing is written.
+        ValueError: `representative_data` is missing, empty or of the wrong
+            shape; nothing is written.
 
     Example:
 
@@ -360,15 +460,28 @@ def export_tflite(model, path, batch_size=1, steps=None, quantize=None, probe=No
     >>> print(report)
     """
     names = serving_output_names(model, output_names)
-    blob, shapes = convert_to_tflite(model, batch_size, steps, quantize, names)
+    shapes = input_shapes(model, batch_size, steps)
+    if quantize == "int8_full":  # listed here: the probes are taken from it
+        representative_data = representative_batches(model, representative_data, shapes)
+    blob, shapes = convert_to_tflite(model, batch_size, steps, quantize, names,
+                                     representative_data)
     tolerance = DEFAULT_TOLERANCES[quantize] if tolerance is None else tolerance
-    inputs = probe if probe is not None else _probe(model, shapes)
-    expected = outputs_from_zero_state(model, inputs)
+    if probe is not None:
+        probes = [probe]
+    elif quantize == "int8_full":
+        spread = np.linspace(0, len(representative_data) - 1, REPRESENTATIVE_PROBES)
+        probes = [representative_data[i] for i in sorted(set(spread.round().astype(int)))]
+    else:
+        probes = [_probe(model, shapes)]
     interp = tflite_interpreter(model_content=blob)
-    got = run_tflite(interp, inputs, input_names(model), names)
-    worst_abs, worst_rel = _compare(expected, got, tolerance, "TFLite model")
+    worst_abs = worst_rel = 0.0
+    for inputs in probes:
+        expected = outputs_from_zero_state(model, inputs)
+        got = run_tflite(interp, inputs, input_names(model), names)
+        diff, rel = _compare(expected, got, tolerance, "TFLite model")
+        worst_abs, worst_rel = max(worst_abs, diff), max(worst_rel, rel)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(blob)
     return ExportReport(os.path.abspath(path), "tflite", len(blob), worst_abs, worst_rel, shapes,
-                        ops=tflite_ops(blob), quantize=quantize)
+                        ops=tflite_ops(blob), quantize=quantize, form=tflite_form(shapes, quantize))

@@ -2,9 +2,11 @@
 
 Keras 3 has no public API for a few things this package needs: every layer of
 a model including nested ones, a Functional graph's nodes in order, the calls
-of a layer, and a TFLite interpreter's op list. They are read here only, so a
-Keras upgrade that moves them breaks one file.
+of a layer, an RNN unrolled after it is built, and a TFLite interpreter's op
+list. They are read here only, so a Keras upgrade that moves them breaks one file.
 """
+
+import contextlib
 
 import keras
 import numpy as np
@@ -14,6 +16,21 @@ from keras import ops
 def all_layers(model, include_self=True):
     """Every layer of `model`, nested ones and cells included."""
     return list(model._flatten_layers(include_self=include_self))
+
+
+@contextlib.contextmanager
+def rnns_unrolled(model):
+    """Every RNN layer of `model` traced as straight-line steps while inside (Keras reads
+    `unroll` at each call; there is no public way to change it on a built layer)."""
+    rnns = [layer for layer in all_layers(model) if isinstance(layer, keras.layers.RNN)]
+    before = [layer.unroll for layer in rnns]
+    for layer in rnns:
+        layer.unroll = True
+    try:
+        yield
+    finally:
+        for layer, unroll in zip(rnns, before):
+            layer.unroll = unroll
 
 
 def sequential_graph(model):

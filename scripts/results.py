@@ -7,7 +7,8 @@
 
 No number in a README result table is typed: each cell is read from
 results/<trainer>/<config>/results.json (our runs) or results/anchors.json
-(published numbers, labelled with their source).
+(published numbers, labelled with their source); docs/deploy.md's speed table
+from a benchmark's kept JSON under benchmarks/results/.
 """
 
 import argparse
@@ -28,7 +29,7 @@ from iss_keras.sparsity import method_class  # noqa: E402  (each method labels i
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "results")
 # The pages whose result tables are generated (each table's markers may sit in any of them).
-PAGES = ("README.md", "bidaf/README.md")
+PAGES = ("README.md", "bidaf/README.md", "docs/deploy.md")
 KEPT_FILES = ("results.json", "metrics.csv", "flags.txt", "history.json", "plan.json",
               "plots/progress.png")
 KEPT_PATTERNS = ("plots/gates_*.png",)  # the gate-structure picture of each gated layer
@@ -383,6 +384,70 @@ def anchors_table(anchors):
                                 a["source"]] for config, a in anchors.items()])
 
 
+def load_benchmark(name):
+    """benchmarks/results/<name>.json (a benchmark's kept run), or None when none is kept."""
+    path = os.path.join(ROOT, "benchmarks", "results", f"{name}.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+# docs/deploy.md's inference rows: (workload key, label); the int8 columns are TFLite's only.
+DEPLOY_WORKLOADS = (
+    ("tflite_batch1_stream", "TFLite, batch 1 streaming, {threads} threads (ms/token)"),
+    ("tflite_batch1_stream_1thread", "TFLite, batch 1 streaming, 1 thread (ms/token)"),
+    ("tflite_batch10_steps30", "TFLite, batch 10 × 30 steps (ms/call)"),
+    ("saved_model_batch1_stream", "SavedModel (TF Serving path), batch 1 streaming (ms/token)"),
+    ("keras_batch1_stream", "Keras, batch 1 streaming (ms/token)"),
+    ("keras_batch10_steps30", "Keras, batch 10 × 30 steps (ms/call)"),
+)
+INT8_NAMES = {"int8_full": "full-integer int8", "int8": "dynamic-range int8"}
+
+
+def deploy_speed_table(result):
+    """Markdown: benchmarks/inference_speed.py's kept run, each time with its speedup over
+    dense float; the other int8 form and the goals below it, the machine and load above."""
+    if result is None:
+        return ("(no kept run: `python benchmarks/inference_speed.py "
+                "--out=benchmarks/results/inference_speed.json`)")
+    int8, run, macs = result["int8"], result["run"], result["macs_per_token"]
+    other = next(q for q in INT8_NAMES if q != int8)
+    variants = ("dense_float", f"dense_{int8}", "shrunk_float", f"shrunk_{int8}")
+
+    def cell(timing, variant):
+        if variant not in timing["ms"]:
+            return "—"
+        return f"{timing['ms'][variant]:.3g} ({timing['vs_dense_float'][variant]:.2f}×)"
+
+    rows = [[label.format(threads=result["tflite_threads"])]
+            + [cell(result["timings"][key], v) for v in variants]
+            for key, label in DEPLOY_WORKLOADS if key in result["timings"]]
+    table = _markdown(["workload", "dense float", f"dense {INT8_NAMES[int8]}", "shrunk float",
+                       f"shrunk {INT8_NAMES[int8]}"], rows)
+    others = [f"{label.format(threads=result['tflite_threads']).split(' (')[0]}: dense "
+              f"{cell(result['timings'][key], f'dense_{other}')}, shrunk "
+              f"{cell(result['timings'][key], f'shrunk_{other}')}"
+              for key, label in DEPLOY_WORKLOADS
+              if key in result["timings"] and f"shrunk_{other}" in result["timings"][key]["ms"]]
+    goals = [f"{name.replace('_', ' ')}: {g['got']:.2f}× (goal ≥ {g['goal']:.2f}×, "
+             f"{'met' if g['met'] else '**not met**'})" for name, g in result["goals"].items()]
+    before, after = result["load_before"]["load"], result["load_after"]["load"]
+    return "\n".join([
+        f"Hidden {'/'.join(map(str, result['hidden_sizes']['dense']))} → "
+        f"{'/'.join(map(str, result['hidden_sizes']['shrunk']))}, multiply-adds per token "
+        f"{macs['dense']:,} → {macs['shrunk']:,} (**{result['macs_ratio']:.2f}× fewer**). "
+        f"{run['machine']['cpu']}, {run['machine']['cores']} cores, TensorFlow "
+        f"{run['versions'].get('tensorflow', '?')}, {run['date_utc'][:10]}, commit "
+        f"`{(run['commit'] or '?')[:7]}`; medians of {result['repeats']} interleaved rounds; "
+        f"load average {before[0]:.2f} before, {after[0]:.2f} after "
+        f"({'shared with other processes' if result['shared'] else 'nothing else running'}). "
+        f"Cells: time (speedup over dense float). The int8 columns are {INT8_NAMES[int8]}, "
+        f"{result.get('int8_chosen_by', 'chosen')}.", "", table, "",
+        f"The other int8 form, {INT8_NAMES[other]}: " + "; ".join(others) + ".", "",
+        "Goals: " + "; ".join(goals) + "."])
+
+
 def tables():
     with open(os.path.join(RESULTS, "anchors.json")) as f:
         anchors = json.load(f)
@@ -392,7 +457,8 @@ def tables():
             "sentiment": sentiment_table(load_runs("sentiment"), anchors.get("sentiment", {})),
             "gate-neuron": gate_neuron_table({**load_runs("sentiment"), **load_runs("ptb")},
                                              anchors.get("gate_neuron", {})),
-            "bidaf": bidaf_table(load_runs("bidaf"))}
+            "bidaf": bidaf_table(load_runs("bidaf")),
+            "deploy-speed": deploy_speed_table(load_benchmark("inference_speed"))}
 
 
 def render(text, generated):

@@ -37,9 +37,23 @@ def test_inference_speed_quick_writes_side_by_side_timings(tmp_path):
     result = run_benchmark("inference_speed", tmp_path)
     assert result["hidden_sizes"] == {"dense": [32, 32], "shrunk": [8, 6]}
     assert result["macs_ratio"] > 1
-    assert set(result["timings"]) == {"keras_batch1_stream", "keras_batch10_steps30",
-                                      "tflite_batch1_stream", "tflite_batch10_steps30"}
-    assert all(t["dense_ms"] > 0 and t["shrunk_ms"] > 0 for t in result["timings"].values())
+    timings = result["timings"]
+    assert set(timings) == {"keras_batch1_stream", "keras_batch10_steps30",
+                            "saved_model_batch1_stream", "tflite_batch1_stream",
+                            "tflite_batch1_stream_1thread",
+                            "tflite_batch10_steps30"}
+    variants = {"dense_float", "dense_int8_full", "shrunk_float", "shrunk_int8_full"}
+    assert set(timings["tflite_batch1_stream"]["ms"]) == variants
+    assert set(timings["keras_batch1_stream"]["ms"]) == {"dense_float", "shrunk_float"}
+    for t in timings.values():
+        assert all(ms > 0 for ms in t["ms"].values())
+        assert t["vs_dense_float"]["dense_float"] == 1.0
+    exports = result["exports"]
+    assert exports["shrunk_int8_full_1x1"]["form"] == "unrolled"
+    assert exports["shrunk_float_10x30"]["form"] == "while"
+    assert set(result["goals"]) == {"shrunk_int8_tflite_batch1_stream_vs_dense_float",
+                                    "shrunk_float_every_tflite_path_vs_dense_float"}
+    assert isinstance(result["shared"], bool) and len(result["load_before"]["load"]) == 3
 
 
 @pytest.mark.slow

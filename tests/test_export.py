@@ -100,11 +100,14 @@ def test_a_file_in_the_way_of_a_saved_model_is_not_replaced(tmp_path):
 
 
 def test_tflite_builtin_ops_only_and_equal_outputs(tmp_path):
+    """One token per call: straight-line steps (no WHILE loop), equal to Keras within 1e-4."""
     model = streaming_lm()
     report = iss_keras.export_tflite(model, str(tmp_path / "m.tflite"), batch_size=1, steps=1)
     assert os.path.getsize(tmp_path / "m.tflite") == report.size_bytes
-    assert "WHILE" in report.ops and not any(op.startswith("Flex") or op == "CUSTOM" for op in report.ops)
-    assert report.max_rel_diff <= 1e-4
+    assert report.form == "unrolled" and "WHILE" not in report.ops
+    assert not any(op.startswith("Flex") or op == "CUSTOM" for op in report.ops)
+    assert report.max_rel_diff <= export_lib.DEFAULT_TOLERANCES[None]
+    assert not model.layers[-2].unroll  # only the exported trace was unrolled
     # Carried state: two one-token calls equal one two-token Keras call.
     interp = export_lib.tflite_interpreter(model_path=str(tmp_path / "m.tflite"))
     names = export_lib.input_names(model)
@@ -118,15 +121,63 @@ def test_tflite_builtin_ops_only_and_equal_outputs(tmp_path):
     np.testing.assert_allclose(logits[0, 0], expected[0, 1], atol=1e-4)
 
 
-@pytest.mark.parametrize("quantize,shrink_to", [("int8", 0.35), ("float16", 0.6)])
+def token_windows(count, steps=10, vocab=500, seed=0):
+    """Representative batches for a one-input LM: `count` windows of shape (1, steps)."""
+    return np.random.default_rng(seed).integers(0, vocab, (count, 1, steps)).astype("int32")
+
+
+# int8_full is unrolled: its ten steps' ops and scales add to the int8 weights.
+@pytest.mark.parametrize("quantize,shrink_to", [("int8", 0.35), ("float16", 0.6),
+                                                ("int8_full", 0.5)])
 def test_quantized_tflite_is_smaller_and_within_stated_tolerance(tmp_path, quantize, shrink_to):
     keras.utils.set_random_seed(0)
     model = sequence_lm(vocab=500, hidden=64)
     full = iss_keras.export_tflite(model, str(tmp_path / "f.tflite"), steps=10)
-    small = iss_keras.export_tflite(model, str(tmp_path / "q.tflite"), steps=10, quantize=quantize)
+    assert full.form == "while" and "WHILE" in full.ops  # windows keep Keras 3's loop
+    data = token_windows(20) if quantize == "int8_full" else None
+    small = iss_keras.export_tflite(model, str(tmp_path / "q.tflite"), steps=10, quantize=quantize,
+                                    representative_data=data)
     assert small.size_bytes < shrink_to * full.size_bytes
     assert 0 < small.max_rel_diff <= export_lib.DEFAULT_TOLERANCES[quantize]
     assert small.max_rel_diff > full.max_rel_diff
+
+
+def test_full_integer_streaming_export_is_within_its_tolerance(tmp_path):
+    """int8 weights and activations, calibrated on states the model really carries."""
+    keras.utils.set_random_seed(0)
+    model = streaming_lm()
+    rng, state, data = np.random.default_rng(0), [np.zeros((1, 48), "float32")] * 2, []
+    for _ in range(40):
+        batch = [rng.integers(0, 300, (1, 1)).astype("int32")] + state
+        data.append(batch)
+        state = [keras.ops.convert_to_numpy(s) for s in model(batch)[1:]]
+    report = iss_keras.export_tflite(model, str(tmp_path / "q.tflite"), steps=1,
+                                     quantize="int8_full", representative_data=iter(data))
+    assert report.form == "unrolled" and "WHILE" not in report.ops
+    assert 0 < report.max_rel_diff <= export_lib.DEFAULT_TOLERANCES["int8_full"]
+
+
+@pytest.mark.parametrize("data,message", [
+    (None, "needs representative_data"),
+    ([], "representative_data is empty"),
+    (token_windows(3, steps=7), r"batch 0: input .* has shape \[1, 7\]; the export's signature "
+                                r"is \[1, 10\]"),
+    ([[np.zeros((1, 10), "int32")] * 2], "has 2 inputs"),
+])
+def test_bad_representative_data_is_named_and_nothing_is_written(tmp_path, data, message):
+    target = tmp_path / "m.tflite"
+    target.write_bytes(b"previous")
+    with pytest.raises(ValueError, match=message) as error:
+        iss_keras.export_tflite(sequence_lm(vocab=500), str(target), steps=10,
+                                quantize="int8_full", representative_data=data)
+    assert "steps=" in str(error.value)  # the fix: batches with the export's shapes
+    assert target.read_bytes() == b"previous" and leftovers(tmp_path) == []
+
+
+def test_representative_data_without_full_integer_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="int8_full' only.*quantize='int8'"):
+        iss_keras.export_tflite(sequence_lm(vocab=500), str(tmp_path / "m.tflite"), steps=10,
+                                quantize="int8", representative_data=token_windows(2))
 
 
 def test_tflite_needs_a_static_time_axis(tmp_path):
@@ -139,14 +190,15 @@ def test_bad_quantization_is_named(tmp_path):
         iss_keras.export_tflite(sequence_lm(), str(tmp_path / "m.tflite"), steps=3, quantize="int4")
 
 
-def test_failed_verification_keeps_the_previous_export(tmp_path):
+@pytest.mark.parametrize("steps", [4, 1])  # the WHILE form and the unrolled one
+def test_failed_verification_keeps_the_previous_export(tmp_path, steps):
     model = sequence_lm()
     target = tmp_path / "m.tflite"
-    iss_keras.export_tflite(model, str(target), steps=4)
+    iss_keras.export_tflite(model, str(target), steps=steps)
     before = target.read_bytes()
     model.layers[-1].kernel.assign(model.layers[-1].kernel + 1.0)  # a different model
     with pytest.raises(iss_keras.ExportVerificationError, match="tolerance"):
-        iss_keras.export_tflite(model, str(target), steps=4, tolerance=-1.0)
+        iss_keras.export_tflite(model, str(target), steps=steps, tolerance=-1.0)
     assert target.read_bytes() == before
     assert leftovers(tmp_path) == []
 

@@ -135,3 +135,34 @@ def test_gate_neuron_rows_sit_beside_the_same_epoch_of_their_log():
 def test_each_method_names_its_runs_in_the_tables(methods, label):
     run = {"config": {"sparsity": {"methods": [{"name": n, "config": c} for n, c in methods]}}}
     assert results_script._method({"run": run}) == label
+
+
+def test_deploy_speed_table_shows_each_time_with_its_ratio_and_the_goals():
+    timing = {"unit": "ms per token", "ms": {"dense_float": 8.0, "dense_int8_full": 2.0,
+                                             "dense_int8": 2.5, "shrunk_float": 1.0,
+                                             "shrunk_int8_full": 0.1, "shrunk_int8": 0.2}}
+    timing["vs_dense_float"] = {v: 8.0 / ms for v, ms in timing["ms"].items()}
+    keras_timing = {"ms": {"dense_float": 14.0, "shrunk_float": 4.0},
+                    "vs_dense_float": {"dense_float": 1.0, "shrunk_float": 3.5}}
+    result = {"int8": "int8_full", "tflite_threads": 2, "repeats": 15,
+              "run": fake_results()["run"] | {"versions": {"tensorflow": "2.21.0"}},
+              "hidden_sizes": {"dense": [1500, 1500], "shrunk": [373, 315]},
+              "macs_per_token": {"dense": 51_000_000, "shrunk": 6_811_396}, "macs_ratio": 7.49,
+              "timings": {"tflite_batch1_stream": timing, "keras_batch1_stream": keras_timing},
+              "load_before": {"load": [2.5, 2.0, 1.0]}, "load_after": {"load": [3.0, 2.0, 1.0]},
+              "shared": True,
+              "goals": {"shrunk_int8": {"got": 80.0, "goal": 100.0, "met": False}}}
+    text = results_script.deploy_speed_table(result)
+    row = [line for line in text.splitlines()
+           if line.startswith("| TFLite, batch 1 streaming, 2")][0]
+    assert row.split(" | ")[1:] == ["8 (1.00×)", "2 (4.00×)", "1 (8.00×)", "0.1 (80.00×) |"]
+    keras_row = [line for line in text.splitlines() if line.startswith("| Keras")][0]
+    assert keras_row.endswith("| 14 (1.00×) | — | 4 (3.50×) | — |")
+    result["int8_chosen_by"] = "the faster in this run"
+    text = results_script.deploy_speed_table(result)
+    for words in ("51,000,000 → 6,811,396", "shared with other processes", "2026-11-23",
+                  "The int8 columns are full-integer int8, the faster in this run.",
+                  "dynamic-range int8: TFLite, batch 1 streaming, 2 threads: dense 2.5 (3.20×), "
+                  "shrunk 0.2 (40.00×)", "80.00× (goal ≥ 100.00×, **not met**)"):
+        assert words in text, words
+    assert "no kept run" in results_script.deploy_speed_table(None)

@@ -151,7 +151,7 @@ def export_rebuilt(task, small, dense, workdir, tflite=True, quantize=()):
             suffix = f"_{q}" if q else ""
             out[f"tflite{suffix}"] = export_tflite(
                 small, os.path.join(directory, f"model{suffix}.tflite"), **task.tflite_shape,
-                output_names=names).to_dict()
+                quantize=q, output_names=names).to_dict()
         dense_blob = convert_to_tflite(dense, **task.tflite_shape,
                                        output_names=task.serving_output_names(dense))[0]
         out["tflite_dense_size_bytes"] = len(dense_blob)
