@@ -22,7 +22,8 @@ test: $(VENV)/.installed
 test-fast: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# README result tables from results/<trainer>/<config>/results.json (never typed by hand).
+# README result tables from results/<trainer>/<config>/results.json, docs/deploy.md's training
+# overhead from benchmarks/results/train_overhead_<backend>.json (never typed by hand).
 results-table: $(VENV)/.installed
 	$(BIN)/python scripts/results.py table
 

@@ -10,7 +10,11 @@ Candidates, trained in turn on equal chunks of batches in one process:
     torch is importable (the reference users would otherwise pick).
 
 Reports median tokens/s and step-time ratios against plain (goal for ISS:
-at most 1.03). Token ids are random: speed does not depend on the text.
+at most 1.03), and how stable the rounds were: min/median/max tokens/s of each
+candidate, and min/median/max over rounds of each round's time against plain's
+in the same round, in wall seconds and in this process's CPU seconds (which
+move less when other work shares the machine; its load averages before and
+after are recorded). Token ids are random: speed does not depend on the text.
 
     python benchmarks/train_overhead.py            # 2x200, vocab 10k, 20 steps, batch 20
     python benchmarks/train_overhead.py --quick    # smoke test
@@ -20,6 +24,7 @@ import json
 import os
 import platform
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -33,7 +38,7 @@ from iss_keras.files import write_text  # noqa: E402
 from iss_keras.models.lstm_lm import lstm_language_model  # noqa: E402
 from iss_keras.sparsity import ISS, Sparsity, WeightZeroing  # noqa: E402
 from iss_keras.tasks.language_model import stream_batches  # noqa: E402
-from iss_keras.timing import interleaved_medians  # noqa: E402
+from iss_keras.timing import interleaved_times, spread  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -93,8 +98,15 @@ def torch_candidate(args, x, y):
     return run
 
 
+def round_ratios(times, clock):
+    """name -> min/median/max over rounds of (its time / plain's time in the same round)."""
+    plain = np.asarray(times["plain"][clock])
+    return {name: spread(np.asarray(t[clock]) / plain) for name, t in times.items()}
+
+
 def main(argv=None):
     args = parse_args(argv)
+    load_before = os.getloadavg()
     rng = np.random.default_rng(0)
     ids = rng.integers(0, args.vocab_size, args.chunk_batches * args.batch_size * args.steps + 1)
     x, y = stream_batches(ids, args.batch_size, args.steps)
@@ -109,20 +121,37 @@ def main(argv=None):
         except ImportError:
             pass
     tokens = x.size
-    medians = interleaved_medians(candidates, args.repeats, warmup=1)
+    times = interleaved_times(candidates, args.repeats, warmup=1)
+    medians = {name: spread(t["wall"])["median"] for name, t in times.items()}
     result = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "backend": keras.backend.backend(), "keras": keras.__version__},
+                    "backend": keras.backend.backend(), "keras": keras.__version__,
+                    "load_average_before": list(load_before),
+                    "load_average_after": list(os.getloadavg())},
+        "date_utc": time.strftime("%Y-%m-%d", time.gmtime()),
         "shape": {"vocab_size": args.vocab_size, "hidden": [args.hidden] * 2, "steps": args.steps,
                   "batch_size": args.batch_size, "tokens_per_chunk": int(tokens)},
         "repeats": args.repeats, "torch": torch_note,
         "tokens_per_second": {n: tokens / m for n, m in medians.items()},
         "step_time_ratio_vs_plain": {n: m / medians["plain"] for n, m in medians.items()},
+        # How stable the rounds were (tokens/s: min is the slowest round).
+        "tokens_per_second_rounds": {n: {k: tokens / s for k, s in
+                                         zip(("max", "median", "min"),
+                                             spread(t["wall"]).values())}
+                                     for n, t in times.items()},
+        "round_ratio_vs_plain": {"wall": round_ratios(times, "wall"),
+                                 "cpu": round_ratios(times, "cpu")},
     }
-    print(f"{'candidate':<18}{'tokens/s':>12}{'step time vs plain':>22}")
+    print(f"{'candidate':<18}{'tokens/s min / median / max':>30}{'vs plain (median)':>19}"
+          f"{'per-round ratio min / median / max, wall':>44}{'cpu':>22}")
     for name in candidates:
-        print(f"{name:<18}{result['tokens_per_second'][name]:>12,.0f}"
-              f"{result['step_time_ratio_vs_plain'][name]:>21.3f}x")
+        r = result["tokens_per_second_rounds"][name]
+        w, c = (result["round_ratio_vs_plain"][k][name] for k in ("wall", "cpu"))
+        print(f"{name:<18}{r['min']:>12,.0f} / {r['median']:>6,.0f} / {r['max']:>6,.0f}"
+              f"{result['step_time_ratio_vs_plain'][name]:>18.3f}x"
+              f"{w['min']:>27.3f} / {w['median']:.3f} / {w['max']:.3f}"
+              f"{c['min']:>10.3f} / {c['median']:.3f} / {c['max']:.3f}")
+    print(f"load average (1, 5, 15 min) before: {load_before}, after: {os.getloadavg()}")
     if torch_note != "measured":
         print("torch_reference: torch is not importable here; install torch to compare.")
     write_text(args.out, json.dumps(result, indent=1))

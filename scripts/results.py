@@ -7,8 +7,10 @@
 
 No number in a README result table is typed: each cell is read from
 results/<trainer>/<config>/results.json (our runs) or results/anchors.json
-(published numbers, labelled with their source); docs/deploy.md's speed table
-from a benchmark's kept JSON under benchmarks/results/.
+(published numbers, labelled with their source); docs/deploy.md's tables from the
+benchmarks' kept JSON under benchmarks/results/ (inference_speed.json, what
+`python benchmarks/inference_speed.py --out=...` writes, and train_overhead_<backend>.json,
+what `python benchmarks/train_overhead.py --out=...` writes).
 """
 
 import argparse
@@ -28,6 +30,7 @@ from iss_keras.sparsity import method_class  # noqa: E402  (each method labels i
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "results")
+BENCHMARK_RESULTS = os.path.join(ROOT, "benchmarks", "results")
 # The pages whose result tables are generated (each table's markers may sit in any of them).
 PAGES = ("README.md", "bidaf/README.md", "docs/deploy.md")
 KEPT_FILES = ("results.json", "metrics.csv", "flags.txt", "history.json", "plan.json",
@@ -386,7 +389,7 @@ def anchors_table(anchors):
 
 def load_benchmark(name):
     """benchmarks/results/<name>.json (a benchmark's kept run), or None when none is kept."""
-    path = os.path.join(ROOT, "benchmarks", "results", f"{name}.json")
+    path = os.path.join(BENCHMARK_RESULTS, f"{name}.json")
     if not os.path.isfile(path):
         return None
     with open(path) as f:
@@ -448,6 +451,48 @@ def deploy_speed_table(result):
         "Goals: " + "; ".join(goals) + "."])
 
 
+def load_benchmarks(script):
+    """backend -> the JSON kept as benchmarks/results/<script>_<backend>.json."""
+    found = {}
+    for path in sorted(glob.glob(os.path.join(BENCHMARK_RESULTS, f"{script}_*.json"))):
+        result = load_benchmark(os.path.basename(path)[:-len(".json")])
+        found[result["machine"]["backend"]] = result
+    return found
+
+
+TRAIN_OVERHEAD_CANDIDATES = {
+    "plain": "plain",
+    "iss_penalty": "+ ISSRegularizer + ZeroOut (in the compiled step)",
+    "iss_full": "+ ComponentEnforcer (zeroing and freezing whole units after every step)",
+    "torch_reference": "PyTorch nn.LSTM reference"}
+
+
+def train_overhead_table(results):
+    """Markdown: tokens/s of each candidate of benchmarks/train_overhead.py per backend, with
+    how stable its rounds were and the machine's load while it ran."""
+    columns = ["backend", "candidate", "tokens/s, median (slowest – fastest round)",
+               "step time vs plain (medians)", "per-round time vs plain: min / median / max",
+               "per-round CPU seconds vs plain: min / median / max",
+               "machine load (1-min average) before → after, date"]
+    rows = []
+    for backend, r in sorted(results.items()):
+        load = r["machine"]
+        where = (f"{load['load_average_before'][0]:.2f} → {load['load_average_after'][0]:.2f} "
+                 f"on {load['cpus']} cores, {r['date_utc']}")
+        for name, label in TRAIN_OVERHEAD_CANDIDATES.items():
+            if name not in r["tokens_per_second"]:
+                continue
+            spread = r["tokens_per_second_rounds"][name]
+            wall, cpu = (r["round_ratio_vs_plain"][clock][name] for clock in ("wall", "cpu"))
+            rows.append([
+                backend, label, f"{r['tokens_per_second'][name]:,.0f} "
+                f"({spread['min']:,.0f} – {spread['max']:,.0f})",
+                f"{r['step_time_ratio_vs_plain'][name]:.3f}×",
+                " / ".join(f"{wall[k]:.3f}" for k in ("min", "median", "max")),
+                " / ".join(f"{cpu[k]:.3f}" for k in ("min", "median", "max")), where])
+    return _markdown(columns, rows)
+
+
 def tables():
     with open(os.path.join(RESULTS, "anchors.json")) as f:
         anchors = json.load(f)
@@ -458,7 +503,8 @@ def tables():
             "gate-neuron": gate_neuron_table({**load_runs("sentiment"), **load_runs("ptb")},
                                              anchors.get("gate_neuron", {})),
             "bidaf": bidaf_table(load_runs("bidaf")),
-            "deploy-speed": deploy_speed_table(load_benchmark("inference_speed"))}
+            "deploy-speed": deploy_speed_table(load_benchmark("inference_speed")),
+            "train-overhead": train_overhead_table(load_benchmarks("train_overhead"))}
 
 
 def render(text, generated):

@@ -61,6 +61,14 @@ def test_train_overhead_quick_reports_ratios(tmp_path):
     result = run_benchmark("train_overhead", tmp_path)
     assert set(result["tokens_per_second"]) >= {"plain", "iss_penalty", "iss_full"}
     assert result["step_time_ratio_vs_plain"]["plain"] == 1.0
+    for name, rounds in result["tokens_per_second_rounds"].items():  # how stable the rounds were
+        assert rounds["min"] <= result["tokens_per_second"][name] <= rounds["max"]
+    for clock in ("wall", "cpu"):
+        assert result["round_ratio_vs_plain"][clock]["plain"] == {"min": 1.0, "median": 1.0,
+                                                                  "max": 1.0}
+        ratio = result["round_ratio_vs_plain"][clock]["iss_full"]
+        assert 0 < ratio["min"] <= ratio["median"] <= ratio["max"]
+    assert len(result["machine"]["load_average_before"]) == 3
 
 
 @pytest.mark.slow

@@ -96,3 +96,26 @@ def test_proximal_mode_needs_regularizer_strength():
 def test_enforcer_rejects_bad_mode():
     with pytest.raises(ValueError, match="Received: mode='soft'"):
         iss_keras.ComponentEnforcer(None, mode="soft")
+
+
+@pytest.mark.parametrize("cell", [keras.layers.LSTM, keras.layers.GRU])
+def test_enforcer_norms_in_one_compiled_call_equal_the_op_by_op_norms(cell):
+    # The enforcer decides what to zero from these norms: compiling them (one call for all
+    # families, one copy to the host) must not move a single bit.
+    inp = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(30, 5)(inp)
+    x = cell(6, return_sequences=True, recurrent_regularizer=iss_keras.ISSRegularizer(0.1))(x)
+    x = keras.layers.Bidirectional(cell(4, return_sequences=True,
+                                        recurrent_regularizer=iss_keras.ISSRegularizer(0.1)))(x)
+    model = keras.Model(inp, keras.layers.Dense(30)(x))
+    randomize(model, seed=4, scale=0.3)
+    groups, enforcer = _enforcer(model)
+    variables = iss_keras.groups.variables_by_path(model)
+    for scale in (1.0, 1e-3):
+        for v in model.trainable_weights:
+            v.assign(value(v) * scale)
+        compiled = enforcer._all_norms(variables)
+        assert sorted(compiled) == sorted(f.name for f in groups) and len(groups) == 3
+        for family in groups:
+            eager = np.sqrt(value(iss_keras.groups.group_sq_norms(family, variables)))
+            np.testing.assert_array_equal(compiled[family.name], eager)

@@ -81,6 +81,23 @@ def test_each_table_fills_the_page_holding_its_markers(tmp_path, monkeypatch):
     assert "old" in pages["sub.md"][0]
 
 
+def test_train_overhead_table_reads_the_benchmark_json():
+    spread = {"min": 0.99, "median": 1.02, "max": 1.3}
+    r = {"machine": {"backend": "jax", "cpus": 2, "load_average_before": [2.5, 1, 1],
+                     "load_average_after": [3.25, 1, 1]}, "date_utc": "2026-11-23",
+         "tokens_per_second": {"plain": 4000.0, "iss_penalty": 3900.0},
+         "step_time_ratio_vs_plain": {"plain": 1.0, "iss_penalty": 1.0256},
+         "tokens_per_second_rounds": {"plain": {"min": 3500.0, "median": 4000.0, "max": 4100.0},
+                                      "iss_penalty": {"min": 3000, "median": 3900, "max": 4050}},
+         "round_ratio_vs_plain": {clock: {"plain": spread, "iss_penalty": spread}
+                                  for clock in ("wall", "cpu")}}
+    rows = results_script.train_overhead_table({"jax": r}).splitlines()[2:]
+    assert len(rows) == 2 and "| plain |" in rows[0]
+    for text in ("ISSRegularizer + ZeroOut", "3,900 (3,000 – 4,050)", "1.026×",
+                 "0.990 / 1.020 / 1.300", "2.50 → 3.25 on 2 cores, 2026-11-23"):
+        assert text in rows[1], text
+
+
 def test_bidaf_table_reads_em_f1_and_sizes():
     r = {"test_em_sparse": 6.8, "test_f1_sparse": 14.7, "test_em_shrunk": 6.8,
          "test_f1_shrunk": 14.7, "same_answers_shrunk": True, "hidden_after": [21, 21, 16, 16, 12, 12],

@@ -185,6 +185,18 @@ def component_multipliers(family, factors, shapes):
     return multipliers
 
 
+def _compiled(fn):
+    """`fn` (tensors in, tensors out) traced once by the backend's compiler, where it has one."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+        return tf.function(fn)
+    if backend == "jax":
+        import jax
+        return jax.jit(fn)
+    return fn
+
+
 class ComponentEnforcer(keras.callbacks.Callback):
     """Zero, shrink and freeze whole ISS components after each training step.
 
@@ -229,6 +241,7 @@ class ComponentEnforcer(keras.callbacks.Callback):
         self.strengths = None if strengths is None else {k: float(v) for k, v in strengths.items()}
         self.frozen = {}
         self._cache = {}
+        self._norms_fn = None
         self._step = 0
 
     def _strengths(self):
@@ -244,14 +257,31 @@ class ComponentEnforcer(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         # Components already at zero (e.g. when resuming) stay frozen.
-        variables = variables_by_path(self.model)
+        norms = self._all_norms(variables_by_path(self.model))
         for family in self.groups:
-            norms = self._norms(family, variables)
-            self.frozen[family.name] = norms == 0.0
+            self.frozen[family.name] = norms[family.name] == 0.0
         self._step = 0
 
-    def _norms(self, family, variables):
-        return np.sqrt(np.asarray(ops.convert_to_numpy(group_sq_norms(family, variables)), np.float64))
+    def _all_norms(self, variables):
+        """Family name -> its components' L2 norms (float64 NumPy), after every step.
+
+        All families' squared norms come from one compiled call and reach the host in
+        one copy (computed op by op, they cost several times a compiled call, every step).
+        """
+        paths = sorted({fp.variable for family in self.groups for fp in family.penalized})
+        shapes = tuple(tuple(variables[p].shape) for p in paths)
+        if self._norms_fn is None or self._norms_fn[0] != (paths, shapes):
+            families = list(self.groups)
+
+            def squared_norms(values):
+                return ops.concatenate([group_sq_norms(f, values) for f in families], axis=0)
+
+            self._norms_fn = ((paths, shapes), _compiled(squared_norms))
+        flat = self._norms_fn[1]({p: variables[p].value for p in paths})
+        flat = np.sqrt(np.asarray(ops.convert_to_numpy(flat), np.float64))
+        ends = np.cumsum([family.size for family in self.groups])
+        return {family.name: part for family, part in
+                zip(self.groups, np.split(flat, ends[:-1]))}
 
     def _multipliers(self, family, factors, variables):
         """Device tensors scaling each variable; cached for 0/1 patterns (thresholding, freezing)."""
@@ -274,8 +304,9 @@ class ComponentEnforcer(keras.callbacks.Callback):
         lr = float(ops.convert_to_numpy(self.model.optimizer.learning_rate)) if strengths else 0.0
         zero_total = 0
         multipliers = {}
+        all_norms = self._all_norms(variables)
         for family in self.groups:
-            norms = self._norms(family, variables)
+            norms = all_norms[family.name]
             factors = np.ones(family.size)
             if self.mode == "threshold":
                 factors[norms < self.threshold] = 0.0
