@@ -150,14 +150,20 @@ class GatePlan:
     def __init__(self, layers):
         self.layers = {name: dict(entry) for name, entry in layers.items()}
 
-    def constant_gates(self, name):
-        """Per gate type, how many units' gate is constant (both columns zero)."""
+    def active(self, name):
+        """Boolean array [gate types (`GATE_NAMES`), units]: the gate is computed (its kernel
+        or its recurrent column holds a nonzero weight), not constant."""
         entry = self.layers[name]
         names, units = GATE_NAMES[entry["kind"]], entry["units"]
         active = np.zeros(len(names) * units, bool)
         active[entry["input_columns"]] = True
         active[entry["recurrent_columns"]] = True
-        return {g: int((~active[k * units:(k + 1) * units]).sum()) for k, g in enumerate(names)}
+        return active.reshape(len(names), units)
+
+    def constant_gates(self, name):
+        """Per gate type, how many units' gate is constant (both columns zero)."""
+        names = GATE_NAMES[self.layers[name]["kind"]]
+        return {g: int((~row).sum()) for g, row in zip(names, self.active(name))}
 
     def summary(self):
         """dict name -> {"input_columns": kept/total, "recurrent_columns": kept/total,

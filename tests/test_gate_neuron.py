@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from helpers import randomize, value
-from iss_keras.compact import CompactCell, compress_gates
+from iss_keras.compact import CompactCell, compress_gates, make_gate_plan
 from iss_keras.macs import macs_per_token as matmul_macs
 from iss_keras.gate_discovery import channel_groups, gate_groups, input_neuron_groups
 from iss_keras.keras_internals import all_layers
@@ -16,7 +16,7 @@ from iss_keras.sparsity import bayesian, bayesian_layers
 from iss_keras.sparsity.bayesian import SparseVD, SparseVDOptions
 from iss_keras.sparsity.bayesian_layers import fold_into_plain_model
 from iss_keras.sparsity.gate_neuron import GateNeuronOptions, GateNeuronPruning
-from iss_keras.sparsity.structured import compress_structured, gate_neuron_report
+from iss_keras.sparsity.structured import compress_structured, gate_counts, gate_neuron_report
 from iss_keras.training.plots import draw
 
 
@@ -131,6 +131,7 @@ def test_gate_pictures_are_drawn_from_the_structure_the_method_gives(tmp_path):
     assert tuple(lstm["gates"]) == ("i", "f", "c", "o")
     expected = np.ones((4, 5), bool)
     expected[0, 0] = False  # the input gate of unit 0 is constant (its two columns are zero)
+    expected[:, 2] = False  # unit 2 is removed: the rebuilt model computes none of its gates
     np.testing.assert_array_equal(lstm["active"], expected)
     np.testing.assert_array_equal(lstm["kept"], [True, True, False, True, True])
     assert draw(pictures, str(tmp_path)) == [str(tmp_path / "gates_lstm.png")]
@@ -138,6 +139,28 @@ def test_gate_pictures_are_drawn_from_the_structure_the_method_gives(tmp_path):
     assert SparseVD("W").pictures(model).keys() == pictures.keys()
     with pytest.raises(ValueError, match="'weights'"):
         draw({"weights": {}}, str(tmp_path))
+
+
+def test_the_gate_picture_counts_the_gates_results_report(tmp_path, monkeypatch):
+    """One count: the picture shows the gates the rebuilt model computes, as results.json's
+    `nonconstant_gates` and the rebuilt model's `GatePlan` count them, not the sparse model's
+    nonzero gate columns (removed unit 2 still has some: i, c, o and, recurrent only, f)."""
+    import matplotlib.axes
+
+    model = classifier_with_dead_parts()
+    sparse = make_gate_plan(model).active("lstm")
+    assert sparse[:, 2].all() and int(sparse.sum()) == 19
+    method = GateNeuronPruning("W+G+N", weight_strength=1e-4)
+    lstm = method.pictures(model)["gate_structure"]["lstm"]
+    reported = method.result_fields([], model)["gate_neuron"]["layers"]["lstm"]["nonconstant_gates"]
+    _, plan = compress_structured(model, verify=False)
+    assert gate_counts(lstm) == reported == plan.gate_plan.summary()["lstm"]["nonconstant_gates"] \
+        == {"i": 3, "f": 4, "c": 4, "o": 4}
+    titles = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title",
+                        lambda self, text, *a, **k: titles.append(text))
+    draw({"gate_structure": {"lstm": lstm}}, str(tmp_path))
+    assert titles == ["lstm: gates the rebuilt model computes (15/20), kept units (4/5)"]
 
 
 # -- SparseVD ---------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ units and input dimensions kept, the non-constant gates of each type, the
 vocabulary kept, and for the model the weights (all, nonzero), the
 multiply-adds per token before and after, and the compression ratio
 (all weights / nonzero weights, the papers' measure). `gate_structure(model)` is
-what the gate-structure pictures show (drawn by `iss_keras.training.plots`).
+what the gate-structure pictures show (drawn by `iss_keras.training.plots`): the
+gates the rebuilt model computes, on the sparse model's units; the report's
+non-constant gate counts are `gate_counts` of the same data.
 """
 
 import json
@@ -25,7 +27,7 @@ from iss_keras.gates import GATE_NAMES
 from iss_keras.groups import GroupSet
 from iss_keras.keras_internals import all_layers
 from iss_keras.macs import macs_per_token
-from iss_keras.rebuild import ShrinkPlan, make_plan, shrink
+from iss_keras.rebuild import ShrinkPlan, shrink
 
 # The levels of groups both W+G+N frameworks sparsify (Lobacheva et al.): each weight; + input
 # and hidden neurons; + each gate's preactivation.
@@ -87,25 +89,43 @@ class StructuredRebuild:
 
 
 def gate_structure(model):
-    """Which gates of which units still compute, and which units are kept, per gated
-    recurrent layer of `model` (the data of its gate-structure picture).
+    """Which gates of which units the rebuilt model still computes, and which units it keeps,
+    per gated recurrent layer of the sparse `model`, on `model`'s unit indices (the data of its
+    gate-structure picture; `gate_neuron_report` counts its non-constant gates from the same
+    data, via `gate_counts`).
+
+    A unit the rebuild removes (its outgoing weights are zero) computes no gate, whatever its
+    gate columns hold, so its gates are not active here.
 
     Returns:
         dict layer name -> {"gates": the gate names (`GATE_NAMES`), "active": a boolean array
-        [gates, units] (the gate column is not constant), "kept": a boolean array [units]}.
+        [gates, units] (the rebuilt model computes the gate: the unit is kept and the gate
+        column is not constant), "kept": a boolean array [units]}.
     """
-    gates, kept = make_gate_plan(model), make_plan(model, structured_groups(model)).kept
+    shrunk, plan = shrink(model, structured_groups(model), verify=False)
+    return _rebuilt_gate_structure(plan, make_gate_plan(shrunk))
+
+
+def _rebuilt_gate_structure(shrink_plan, gates):
+    """`gate_structure` from the `ShrinkPlan` of the sparse model and the `GatePlan` of the
+    shrunk one: the shrunk model's kept units are `shrink_plan.kept` in order, then zero-filled
+    padding (constant gates)."""
+    sizes = {family.name: family.size for family in shrink_plan.groups}
     structure = {}
     for name, entry in gates.layers.items():
-        units, names = entry["units"], GATE_NAMES[entry["kind"]]
-        active = np.zeros(len(names) * units, bool)
-        active[entry["input_columns"]] = True
-        active[entry["recurrent_columns"]] = True
+        units = sizes.get(name, entry["units"])
+        kept = shrink_plan.kept.get(name, list(range(units)))
+        active = np.zeros((len(GATE_NAMES[entry["kind"]]), units), bool)
+        active[:, kept] = gates.active(name)[:, :len(kept)]
         alive = np.zeros(units, bool)
-        alive[kept.get(name, range(units))] = True
-        structure[name] = {"gates": names, "active": active.reshape(len(names), units),
-                           "kept": alive}
+        alive[kept] = True
+        structure[name] = {"gates": GATE_NAMES[entry["kind"]], "active": active, "kept": alive}
     return structure
+
+
+def gate_counts(layer):
+    """{gate name: units whose gate is computed} of one layer of `gate_structure`."""
+    return {g: int(row.sum()) for g, row in zip(layer["gates"], np.asarray(layer["active"]))}
 
 
 def _nonzero(variable):
@@ -114,10 +134,8 @@ def _nonzero(variable):
 
 def gate_neuron_report(model):
     """The W+G+N picture of a sparse (masked, noise-off) model; see the module docstring."""
-    groups = structured_groups(model)
-    plan = make_plan(model, groups)
-    shrunk, _ = shrink(model, groups, verify=False)
-    gates = make_gate_plan(shrunk)
+    shrunk, plan = shrink(model, structured_groups(model), verify=False)
+    structure = _rebuilt_gate_structure(plan, make_gate_plan(shrunk))
     compact, _ = compress_gates(shrunk, verify=False)
     layers = {}
     for name, cell in recurrent_cells(model).items():
@@ -125,8 +143,7 @@ def gate_neuron_report(model):
         layers[name] = {
             "hidden": f"{len(plan.kept[name])}/{cell.units}",
             "inputs": f"{int((np.abs(kernel).max(axis=1) > 0).sum())}/{kernel.shape[0]}",
-            "nonconstant_gates": gates.summary()[name]["nonconstant_gates"] if name in
-            gates.layers else {},
+            "nonconstant_gates": gate_counts(structure[name]) if name in structure else {},
         }
     vocabulary = {}
     for layer in all_layers(model):

@@ -82,12 +82,14 @@ def plot_training(history, model, groups, directory, metrics=("train_perplexity"
 
 def plot_gate_structure(structure, directory):
     """PNG per gated recurrent layer: which gates of which units still compute (black) and
-    which are constant (white), one row per gate type, as Lobacheva et al.'s figures; and
-    whether each hidden unit is kept. Returns the paths written (none without matplotlib).
+    which are constant or belong to a removed unit (white), one row per gate type, as
+    Lobacheva et al.'s figures; and whether each hidden unit is kept. The title's gate count
+    is the count of results.json's `nonconstant_gates`. Returns the paths written (none
+    without matplotlib).
 
     Args:
         structure: dict layer name -> {"gates": the gate names (e.g. ("i", "f", "c", "o")), "active": a
-            boolean array [gates, units] (the gate column computes), "kept": a boolean
+            boolean array [gates, units] (the rebuilt model computes the gate), "kept": a boolean
             array [units] (the hidden unit is kept)}, as
             `iss_keras.sparsity.structured.gate_structure` gives.
         directory: where the pictures go (`gates_<layer>.png`).
@@ -106,8 +108,8 @@ def plot_gate_structure(structure, directory):
                   interpolation="nearest", vmin=0, vmax=1)
         ax.set_yticks(range(len(names) + 1), names + ["kept"])
         ax.set_xlabel("hidden unit")
-        ax.set_title(f"{name}: non-constant gates ({int(active.sum())}/{active.size}), "
-                     f"kept units ({int(alive.sum())}/{units})")
+        ax.set_title(f"{name}: gates the rebuilt model computes ({int(active.sum())}/"
+                     f"{active.size}), kept units ({int(alive.sum())}/{units})")
         path = os.path.join(directory, f"gates_{name.replace('/', '_')}.png")
         fig.tight_layout()
         fig.savefig(path, dpi=100)
