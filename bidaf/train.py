@@ -23,7 +23,7 @@ from iss_keras.startup import start_backend_quietly  # noqa: E402  (imports no K
 start_backend_quietly()  # before anything imports Keras: no C++ start-up noise, devices set up
 from absl import app, flags  # noqa: E402
 
-from iss_keras.models.bidaf import bidaf, model_fields  # noqa: E402
+from iss_keras.models.bidaf import bidaf, model_fields, zero_small_weights  # noqa: E402
 from iss_keras.options import check_at_least, check_fraction, option  # noqa: E402
 from iss_keras.sparsity.elementwise import WeightZeroingOptions  # noqa: E402
 from iss_keras.tasks.question_answering import (QuestionAnsweringConfig,  # noqa: E402
@@ -74,7 +74,8 @@ def make_task(options):
                      word_vectors=word_vectors, seed=seed)
 
     return QuestionAnsweringTask(build, squad_data, vocabulary, word_vectors, data, seed=seed,
-                                 model_fields=model_fields)
+                                 model_fields=model_fields,
+                                 zero_small_weights=zero_small_weights)
 
 
 define_trainer_flags(ModelConfig, QuestionAnsweringConfig)

@@ -171,6 +171,23 @@ def averaged_weights_callback(resumed):
     return _SwapEMAWeights()
 
 
+@contextlib.contextmanager
+def raw_weights(model):
+    """Within: `model` holds its raw weights, which `averaged_weights_callback` keeps in the
+    optimizer's average slots once it has put the averages into the model at an epoch's
+    end; after: the averages again (e.g. to validate the raw weights, as the BiDAF original)."""
+    optimizer = model.optimizer
+    averages = [ops.convert_to_numpy(v) for v in optimizer._trainable_variables]
+    for var, raw in zip(optimizer._trainable_variables,
+                        optimizer._model_variables_moving_average):
+        var.assign(raw)
+    try:
+        yield model
+    finally:
+        for var, value in zip(optimizer._trainable_variables, averages):
+            var.assign(value)
+
+
 def restart_averages(optimizer, variables):
     """Start the optimizer's moving averages of the weights at their current values
     (after loading weights to fine-tune from)."""

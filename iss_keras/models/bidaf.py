@@ -46,7 +46,8 @@ import numpy as np
 from keras import ops
 
 from iss_keras.gates import LSTM_GATES as GATES
-from iss_keras.models.bidaf_layers import (BiAttention, Highway, MaskedLogits, MaxOverCharacters,
+from iss_keras.models.bidaf_layers import (BiAttention, DropoutBidirectional, Highway,
+                                           MaskedLogits, MaxOverCharacters,
                                            PaddingMask, SharedBiLSTM, SoftmaxPooling,
                                            SplitEmbedding, TileOverTime)
 from iss_keras.options import check_fraction_value
@@ -148,9 +149,11 @@ def lstm_arguments(input_width, units, sparsity, seed, grouped=True):
         bias_constraint=TF1BiasConstraint(bias_constraint) if bias_constraint is not None else None)
 
 
-def bidirectional_lstm(input_width, units, sparsity, seed, name):
+def bidirectional_lstm(input_width, units, sparsity, seed, name, input_dropout=0.0,
+                       dropout_seed=None):
     """A `Bidirectional(LSTM)` (merge "concat") of the original's cells, both directions
-    seeded apart; the LSTMs are made by `sparsity.layer` (a method may bring its own)."""
+    seeded apart; the LSTMs are made by `sparsity.layer` (a method may bring its own).
+    `input_dropout` > 0: a `DropoutBidirectional`, each direction with its own mask."""
     forward = sparsity.layer(keras.layers.LSTM,
                              **lstm_arguments(input_width, units, sparsity, seed),
                              name=f"forward_{name}")
@@ -158,6 +161,9 @@ def bidirectional_lstm(input_width, units, sparsity, seed, name):
                               **lstm_arguments(input_width, units, sparsity,
                                                None if seed is None else seed + 2),
                               go_backwards=True, name=f"backward_{name}")
+    if input_dropout:
+        return DropoutBidirectional(forward, backward_layer=backward, name=name,
+                                    input_dropout=input_dropout, seed=dropout_seed)
     return keras.layers.Bidirectional(forward, backward_layer=backward, name=name)
 
 
@@ -228,8 +234,17 @@ class _Builder:
             bias_regularizer=self.regularizer("bias"), kernel_constraint=self.constraint("kernel"),
             bias_constraint=self.constraint("bias"), name=name)(x)
 
-    def bilstm(self, x, mask, units, name):
-        layer = bidirectional_lstm(x.shape[-1], units, self, self.seeds(), name)
+    def input_dropout(self, keep):
+        """The dropout rate of a layer's input in this model (0 outside training)."""
+        return 1.0 - keep if self.training and keep < 1.0 else 0.0
+
+    def bilstm(self, x, mask, units, name, keep):
+        """A BiLSTM whose directions drop their inputs with masks of their own (model.py:
+        174-183: one SwitchableDropoutWrapper per cell)."""
+        rate = self.input_dropout(keep)
+        dropout_seed = self.seeds() if rate else None  # drawn where the shared mask's was
+        layer = bidirectional_lstm(x.shape[-1], units, self, self.seeds(), name,
+                                   input_dropout=rate, dropout_seed=dropout_seed)
         return layer(x, mask=mask)
 
 
@@ -327,19 +342,23 @@ def bidaf(hidden_size, word_vocab_size, num_trainable_words, char_vocab_size, wo
         highway = Highway(seed=b.seeds(), name=f"highway_{i}")
         xx, qq = highway(xx), highway(qq)
 
-    # Contextual BiLSTM: dropout on the question's input only (model.py:188 vs :192).
+    # Contextual BiLSTM: dropout on the question's input only (model.py:188 vs :192), each
+    # direction with its own mask (model.py:170-171).
+    rate = b.input_dropout(keep)
     contextual = SharedBiLSTM(d, lstm=lstm_arguments(xx.shape[-1], d, b, b.seeds(),
-                                                     grouped=False), name="contextual")
+                                                     grouped=False),
+                              input_dropout=rate, seed=b.seeds() if rate else None,
+                              name="contextual")
     h = contextual(xx, mask=context_mask)
-    u = contextual(b.dropout(qq, keep, "contextual_dropout_question"), mask=question_mask)
+    u = contextual(qq, mask=question_mask, drop_inputs=True)
 
     g = BiAttention(kernel_initializer=keras.initializers.GlorotUniform(seed=b.seeds()),
                     kernel_regularizer=b.regularizer("kernel"),
                     bias_regularizer=b.regularizer("bias"),
                     kernel_constraint=b.constraint("kernel"), bias_constraint=b.constraint("bias"),
                     name="attention")([h, u, context_mask, question_mask])
-    g0 = b.bilstm(b.dropout(g, keep, "g0_dropout"), context_mask, d, "g0")
-    g1 = b.bilstm(b.dropout(g0, keep, "g1_dropout"), context_mask, d, "g1")
+    g0 = b.bilstm(g, context_mask, d, "g0", keep)
+    g1 = b.bilstm(g0, context_mask, d, "g1", keep)
 
     start_in = keras.layers.Concatenate(name="start_input")([g1, g])
     start = MaskedLogits(name="start_logits")(
@@ -348,7 +367,7 @@ def bidaf(hidden_size, word_vocab_size, num_trainable_words, char_vocab_size, wo
     a1 = TileOverTime(name="a1_tiled")([a1, context_mask])
     g1_a1 = keras.layers.Multiply(name="g1_a1")([g1, a1])
     g2_in = keras.layers.Concatenate(name="g2_input")([g, g1, a1, g1_a1])
-    g2 = b.bilstm(b.dropout(g2_in, keep, "g2_dropout"), context_mask, d, "g2")
+    g2 = b.bilstm(g2_in, context_mask, d, "g2", keep)
 
     end_in = keras.layers.Concatenate(name="end_input")([g2, g])
     end = MaskedLogits(name="end_logits")(
@@ -364,6 +383,21 @@ def bidaf(hidden_size, word_vocab_size, num_trainable_words, char_vocab_size, wo
 
 
 EMBEDDING_LAYERS = ("word_embedding", "char_embedding")
+# The original's sparsity collection, zeroed below --zero_threshold after every step and at
+# load (its `prepro` and `main` scopes, model.py:199-205, :248-254, :419-438).
+ZEROED_LAYERS = ("contextual", "attention", "g0", "g1", "g2", "start_dense", "end_dense")
+
+
+def zero_small_weights(model, threshold):
+    """Zero in place every weight of `ZEROED_LAYERS` whose magnitude is below `threshold`
+    (an LSTM bias in TF1 terms, `TF1BiasConstraint`), as the original does when it loads a
+    model to test (graph_handler.py:26-28). Returns `model`."""
+    zero = ZeroOut(threshold)
+    for name in ZEROED_LAYERS:
+        for variable in model.get_layer(name).weights:
+            lstm_bias = "lstm_cell" in variable.path and variable.path.endswith("bias")
+            variable.assign((TF1BiasConstraint(zero) if lstm_bias else zero)(variable.value))
+    return model
 
 
 def non_embedding_weights(model):

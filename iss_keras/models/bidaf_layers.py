@@ -179,6 +179,50 @@ class Highway(_EndsMasks, keras.layers.Layer):
 # ------------------------------------------------------------------- the contextual encoder
 
 @keras.saving.register_keras_serializable(package="iss_keras")
+class DropoutBidirectional(keras.layers.Bidirectional):
+    """`Bidirectional` (concat, sequences) whose two directions read their input through
+    masks of their own in training, as the original's two `SwitchableDropoutWrapper` cells
+    (model.py:170-183, my/tensorflow/rnn_cell.py:8-25); one shared mask before the layer
+    would drop the same inputs for both. Outside training it is `Bidirectional`.
+
+    Args:
+        layer, backward_layer, ...: as `keras.layers.Bidirectional`.
+        input_dropout: the rate of each direction's input dropout (1 - input_keep_prob).
+        seed: the forward mask's seed; the backward's is `seed + 1`.
+    """
+
+    def __init__(self, layer, input_dropout=0.0, seed=None, **kwargs):
+        super().__init__(layer, **kwargs)
+        if self.merge_mode != "concat" or not self.return_sequences or self.return_state:
+            raise ValueError("DropoutBidirectional concatenates sequences. Received: "
+                             f"merge_mode={self.merge_mode!r}, return_sequences="
+                             f"{self.return_sequences}, return_state={self.return_state}")
+        self.input_dropout = float(input_dropout)
+        self.seed = seed
+        self.forward_dropout = keras.layers.Dropout(self.input_dropout, seed=seed)
+        self.backward_dropout = keras.layers.Dropout(
+            self.input_dropout, seed=None if seed is None else seed + 1)
+
+    def call(self, sequences, initial_state=None, mask=None, training=None):
+        if not training or not self.input_dropout or initial_state is not None:
+            return super().call(sequences, initial_state=initial_state, mask=mask,
+                                training=training)
+        kwargs = {}
+        if self.forward_layer._call_has_training_arg:
+            kwargs["training"] = training
+        if self.forward_layer._call_has_mask_arg:
+            kwargs["mask"] = mask
+        y = self.forward_layer(self.forward_dropout(sequences, training=training), **kwargs)
+        y_rev = self.backward_layer(self.backward_dropout(sequences, training=training),
+                                    **kwargs)
+        return ops.concatenate([ops.cast(y, self.compute_dtype),
+                                ops.flip(ops.cast(y_rev, self.compute_dtype), axis=1)], axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "input_dropout": self.input_dropout, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="iss_keras")
 class SharedBiLSTM(_EndsMasks, keras.layers.Layer):
     """The contextual BiLSTM: one set of weights for the context and the question.
 
@@ -194,13 +238,19 @@ class SharedBiLSTM(_EndsMasks, keras.layers.Layer):
         units: hidden units per direction.
         lstm: keyword arguments of both directions' `keras.layers.LSTM`
             (initializers, regularizers, constraints; serializable objects).
+        input_dropout, seed: each direction's own input dropout in training, for the
+            calls with `drop_inputs=True` (the question's, model.py:188; see
+            `DropoutBidirectional`).
 
-    Call: `layer(x, mask=mask)` with `x (batch, time, width)` and a bool mask.
+    Call: `layer(x, mask=mask, drop_inputs=False)` with `x (batch, time, width)` and a
+    bool mask.
     """
 
-    def __init__(self, units, lstm=None, **kwargs):
+    def __init__(self, units, lstm=None, input_dropout=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
+        self.input_dropout = float(input_dropout)
+        self.seed = seed
         self.lstm = dict(lstm or {})
         options = {k: _deserialize(v) if isinstance(v, dict) else v for k, v in self.lstm.items()}
         options.update(units=self.units, return_sequences=True)
@@ -212,23 +262,24 @@ class SharedBiLSTM(_EndsMasks, keras.layers.Layer):
                 if config.get("seed") is not None:
                     config["seed"] += 2
                 backward[key] = init.__class__.from_config(config)
-        self.bidirectional = keras.layers.Bidirectional(
+        self.bidirectional = DropoutBidirectional(
             keras.layers.LSTM(**options, name="forward_lstm"),
             backward_layer=keras.layers.LSTM(**backward, go_backwards=True, name="backward_lstm"),
-            name="bidirectional")
+            input_dropout=self.input_dropout, seed=seed, name="bidirectional")
 
     def build(self, input_shape):
         self.bidirectional.build(input_shape)
 
-    def call(self, x, mask=None):
-        return self.bidirectional(x, mask=mask)
+    def call(self, x, mask=None, training=None, drop_inputs=False):
+        return self.bidirectional(x, mask=mask, training=training if drop_inputs else False)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (2 * self.units,)
 
     def get_config(self):
         lstm = {k: _serialize(v) if hasattr(v, "get_config") else v for k, v in self.lstm.items()}
-        return {**super().get_config(), "units": self.units, "lstm": lstm}
+        return {**super().get_config(), "units": self.units, "lstm": lstm,
+                "input_dropout": self.input_dropout, "seed": self.seed}
 
 
 # ------------------------------------------------------------------- layers that meet hidden units

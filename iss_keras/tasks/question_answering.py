@@ -33,6 +33,7 @@ from iss_keras.datasets import squad
 from iss_keras.datasets.glove import load_glove
 from iss_keras.files import write_text
 from iss_keras.options import check_at_least, option
+from iss_keras.rebuild import shrink
 from iss_keras.tasks.base import Task
 
 INPUTS = ("context_words", "context_chars", "question_words", "question_chars")
@@ -79,13 +80,19 @@ class QuestionAnsweringConfig:
                                  "file then holds just those.", ours=True)
     serve_context_len: int = option(160, "Context length of the TFLite export and of the timing "
                                     "batch (a median SQuAD context is ~130 tokens).", ours=True)
+    test_zero_threshold: float = option(
+        0.0, "Also test with every attention, LSTM and logits weight below this zeroed, then "
+        "shrunk: the original's README test command (--zero_threshold 0.02, bidaf/README.md:"
+        "76-80; graph_handler.py:26-28 zeroes at load, main.py:256-260 drops the gate columns "
+        "of units left without outputs). results.json gets both tests ('_test_zeroed' keys). "
+        "0: off.")
 
     def __post_init__(self):
         self.context_buckets = tuple(int(b) for b in self.context_buckets)
         check_at_least(self, 1, "glove_dim", "sent_size_th", "ques_size_th", "word_size_th",
                        "batch_size", "eval_batch_size", "serve_context_len")
         check_at_least(self, 0, "word_count_th", "char_count_th", "steps_per_epoch",
-                       "train_questions", "eval_questions")
+                       "train_questions", "eval_questions", "test_zero_threshold")
         if not self.context_buckets or min(self.context_buckets) < 1:
             raise ValueError(f"context_buckets must be positive lengths, e.g. 96,160,256,400. "
                              f"Received: context_buckets={list(self.context_buckets)}")
@@ -277,6 +284,10 @@ class QuestionAnsweringTask(Task):
             of a model (e.g. `iss_keras.models.bidaf.model_fields`: its weights
             outside the embeddings, its LSTM units), for the tested model and,
             each key with `_after`, its rebuilt copy. None: nothing.
+        zero_small_weights: `zero_small_weights(model, threshold)` zeroes in
+            place the weights the original zeroes at test time (e.g.
+            `iss_keras.models.bidaf.zero_small_weights`); needed with
+            `config.test_zero_threshold`.
 
     Example:
 
@@ -293,9 +304,14 @@ class QuestionAnsweringTask(Task):
     reuse_copies = True  # the validation copy is built (and traced) once
 
     def __init__(self, build_model, data, vocabulary, word_vectors, config, seed=0,
-                 model_fields=None):
+                 model_fields=None, zero_small_weights=None):
+        if config.test_zero_threshold and zero_small_weights is None:
+            raise ValueError("test_zero_threshold needs the model's zero_small_weights. "
+                             f"Received: test_zero_threshold={config.test_zero_threshold}, "
+                             "zero_small_weights=None")
         self.build_model = build_model
         self.model_fields = model_fields
+        self.zero_small_weights = zero_small_weights
         self.config = config
         self.split = data["split"]
         self.vocabulary = vocabulary
@@ -403,6 +419,29 @@ class QuestionAnsweringTask(Task):
                 fields[key], fields[f"{key}_after"] = value, after[key]
         if len(self.test_predictions) >= 2:
             fields["same_answers_shrunk"] = self.test_predictions[-1] == self.test_predictions[-2]
+        if self.config.test_zero_threshold:
+            fields.update(self.test_zeroed(sparse))
+        return fields
+
+    def test_zeroed(self, model):
+        """The original's test with `--zero_threshold` (bidaf/README.md:76-80): a copy of the
+        `"test"` model with the small weights zeroed (graph_handler.py:26-28), shrunk to the
+        units with outputs left (main.py:256-260 zeroes the gate columns of the others), both
+        scored. Returns results.json's `*_test_zeroed` fields; `model` is left as it is."""
+        threshold = self.config.test_zero_threshold
+        zeroed = self.build("test")
+        zeroed.set_weights(model.get_weights())
+        self.zero_small_weights(zeroed, threshold)
+        em, f1 = self.score(self.predict(zeroed))
+        small, plan = shrink(zeroed)
+        small_em, small_f1 = self.score(self.predict(small))
+        fields = {"test_zero_threshold": threshold,
+                  "test_em_test_zeroed": em, "test_f1_test_zeroed": f1,
+                  "test_em_shrunk_test_zeroed": small_em, "test_f1_shrunk_test_zeroed": small_f1,
+                  "hidden_after_test_zeroed": [b for _, b in plan.summary().values()]}
+        if self.model_fields is not None:
+            fields.update({f"{key}_after_test_zeroed": value
+                           for key, value in self.model_fields(small).items()})
         return fields
 
     # -- serving ---------------------------------------------------------------------------

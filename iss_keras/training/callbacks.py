@@ -49,14 +49,20 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
 
 
 class EvaluateEachEpoch(keras.callbacks.Callback):
-    """Put the task's validation metrics, and the epoch's timings, into the epoch logs."""
+    """Put the task's validation metrics, and the epoch's timings, into the epoch logs.
 
-    def __init__(self, task, skip=lambda: False, where=contextlib.nullcontext, finalize=None):
+    `weights(model)`: a context manager under which the validated weights are in the
+    model (e.g. `iss_keras.keras_internals.raw_weights`; default: what the model holds).
+    """
+
+    def __init__(self, task, skip=lambda: False, where=contextlib.nullcontext, finalize=None,
+                 weights=None):
         super().__init__()
         self.task = task
         self.skip = skip
         self.where = where
         self.finalize = finalize or (lambda model: model)
+        self.weights = weights or (lambda model: contextlib.nullcontext())
         self.last = {}
         self._began = None
 
@@ -67,7 +73,7 @@ class EvaluateEachEpoch(keras.callbacks.Callback):
         if self.skip() or logs is None:
             return
         trained = time.time() - self._began
-        with self.where():  # one device, with the gathered weights
+        with self.where(), self.weights(self.model):  # one device, the gathered weights
             # As it will be tested: e.g. SparseVD's noise off and its variables folded in.
             metrics = dict(self.task.evaluate(self.finalize(self.model)))
         metrics["seconds"] = round(trained, 2)

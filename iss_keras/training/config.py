@@ -42,6 +42,12 @@ class TrainConfig:
     ema: float = option(0.0, "Exponential moving average of the weights, e.g. 0.999 (the BiDAF "
                         "original): every epoch is validated, checkpointed and tested with the "
                         "averages; weights that are exactly zero stay zero in them. 0: off.")
+    ema_validation: bool = option(True, "With --ema: validate every epoch with the moving "
+                                  "averages. Off: with the raw weights, as the BiDAF original "
+                                  "(its evaluation reads the trained variables, main.py:202-212; "
+                                  "the averages are loaded only to test or fine-tune, load_ema, "
+                                  "graph_handler.py:41-45); checkpoints and the test hold the "
+                                  "averages either way.", ours=True)
     seed: int = option(0, "Random seed (initializers, dropout).")
     test_checkpoint: str = option(
         "last", "Weights tested, rebuilt and exported: the last epoch's (the ptb original) or "

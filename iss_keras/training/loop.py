@@ -15,7 +15,7 @@ import os
 import keras
 
 from iss_keras.discovery import discover_groups
-from iss_keras.keras_internals import averaged_weights_callback, restart_averages
+from iss_keras.keras_internals import averaged_weights_callback, raw_weights, restart_averages
 from iss_keras.report import SparsityReportCallback
 from iss_keras.sparsity.base import as_sparsity
 from iss_keras.training.callbacks import (EpochLog, EvaluateEachEpoch, StopOnNaN,
@@ -146,7 +146,9 @@ class Run:
         diverged = lambda: stopper.diverged is not None  # noqa: E731
         evaluation = EvaluateEachEpoch(self.task, skip=diverged,
                                        where=self.placement.single_device,
-                                       finalize=self.sparsity.finalize)
+                                       finalize=self.sparsity.finalize,
+                                       weights=raw_weights if c.ema and not c.ema_validation
+                                       else None)
         report = SparsityReportCallback(self.groups)
         info = RunInfo(model, self.groups, steps_per_epoch, start, c.epochs,
                        self.task.train_size())
