@@ -3,7 +3,7 @@
 Truncated back-propagation through time with the state carried across the
 consecutive batches of an epoch (the original reader's layout), perplexity on
 the validation stream after every epoch, and the final test over every test
-token at batch 1 (ptb_word_lm.py:700-701). The model is any builder of the
+token, at batch 1 (ptb_word_lm.py:700-701) or at --test_batch_size rows. The model is any builder of the
 four shapes (see `LanguageModelTask`); `iss_keras.models` has the LSTM and
 RHN ones.
 """
@@ -34,8 +34,9 @@ class LanguageModelConfig:
     steps: int = option(20, "Unrolled time steps (truncated BPTT length); the original sums the "
                         "loss over them, so it is the loss scale of the original's units.")
     batch_size: int = option(20, "Training (and validation) batch size.")
-    test_batch_size: int = option(1, "Test batch size (1 as the original: every test token is "
-                                  "scored).")
+    test_batch_size: int = option(1, "Test batch size (1 as the original). Every test token "
+                                  "is scored at any size (> 1: the stream is cut into this "
+                                  "many rows, the last window padded and masked).")
     train_tokens: int = option(0, "Use only the first N training tokens (0: all).")
     loss_units: str = option("steps_sum", "The original's training loss, which the learning "
                              "rate, clip norm and strengths are in: steps_sum (Zaremba's "
@@ -150,6 +151,63 @@ def every_token_perplexity(model, ids, steps):
     return float(np.exp(loss_sum / total))
 
 
+def every_token_windows(ids, batch_size, steps):
+    """Lay a token stream out so that every next-token prediction is scored once.
+
+    The `len(ids) - 1` predictions are split into `batch_size` consecutive
+    rows as evenly as possible (row b predicts the tokens after positions
+    `[b*T//B, (b+1)*T//B)`, T = len(ids) - 1); each row's last input is the
+    token its successor row starts from, so no token falls between rows, and
+    the rows are padded to a whole number of `steps` windows. Returns
+    `(x, y, mask)` of shape `(num_windows * batch_size, steps)` in the order
+    of `stream_batches` (row b of window i continues row b of window i-1);
+    `mask` is 1 on the `len(ids) - 1` real targets and 0 on the padding. The
+    first token is the only one never scored: nothing precedes it. Each row
+    starts from a zero state, as in `stream_batches`.
+    """
+    ids = np.asarray(ids, dtype=np.int32)
+    total = len(ids) - 1
+    if total < batch_size:
+        raise ValueError(f"{len(ids)} tokens are too few to give each of batch_size="
+                         f"{batch_size} rows a prediction: need at least {batch_size + 1}.")
+    starts = np.arange(batch_size + 1) * total // batch_size
+    num_windows = -(-int(np.diff(starts).max()) // steps)
+    width = num_windows * steps
+    x = np.zeros((batch_size, width), np.int32)
+    y = np.zeros((batch_size, width), np.int32)
+    mask = np.zeros((batch_size, width), np.float32)
+    for b, (lo, hi) in enumerate(zip(starts[:-1], starts[1:])):
+        x[b, :hi - lo], y[b, :hi - lo], mask[b, :hi - lo] = ids[lo:hi], ids[lo + 1:hi + 1], 1.0
+
+    def lay_out(a):
+        a = a.reshape(batch_size, num_windows, steps)
+        return a.transpose(1, 0, 2).reshape(num_windows * batch_size, steps)
+
+    return lay_out(x), lay_out(y), lay_out(mask)
+
+
+def batched_every_token_perplexity(model, ids, batch_size, steps):
+    """exp(mean cross-entropy) over every token of a stream at batch `batch_size`.
+
+    The batched counterpart of `every_token_perplexity`: the stream is laid
+    out by `every_token_windows`, the stateful `model` (batch `batch_size`,
+    `steps` steps) carries its state from window to window, and the loss is
+    summed over the real targets only and divided by their number,
+    `len(ids) - 1`. The padded positions are fed but never scored.
+    """
+    x, y, mask = every_token_windows(ids, batch_size, steps)
+    reset_states(model)
+    loss_sum = 0.0
+    for i in range(0, len(x), batch_size):
+        logits = np.asarray(model.predict_on_batch(x[i:i + batch_size]), np.float64)
+        top = logits.max(-1, keepdims=True)
+        log_z = np.log(np.exp(logits - top).sum(-1)) + top[..., 0]
+        target = np.take_along_axis(logits, y[i:i + batch_size, :, None], -1)[..., 0]
+        loss_sum += float(((log_z - target) * mask[i:i + batch_size]).sum())
+    reset_states(model)
+    return float(np.exp(loss_sum / mask.sum()))
+
+
 def zero_states(model, batch_size):
     """Initial state arrays for a streaming model: `[h0, c0, h1, c1, ...]` of zeros."""
     return [np.zeros((batch_size,) + tuple(t.shape[1:]), "float32") for t in model.inputs[1:]]
@@ -253,14 +311,16 @@ class LanguageModelTask(Task):
                 "tokens_per_second": round(len(self.data["train"]) / max(seconds, 1e-9), 1)}
 
     def test(self, model):
-        """Test perplexity of a `"test"` model (the original's: every token at batch 1)."""
+        """Test perplexity of a `"test"` model over every test token: at batch 1 (the
+        original's, ptb_word_lm.py:700-701) or, with --test_batch_size > 1, over
+        `every_token_windows` (Lobacheva et al.'s 32 x 35 layout, no token dropped)."""
         c = self.config
         if not getattr(model, "compiled", False):
             compile_for_evaluation(model)
         if self.every_token_test:
             return {"test_perplexity": every_token_perplexity(model, self.data["test"], c.steps)}
-        return {"test_perplexity": perplexity(model, self.data["test"], c.test_batch_size,
-                                              c.steps)}
+        return {"test_perplexity": batched_every_token_perplexity(
+            model, self.data["test"], c.test_batch_size, c.steps)}
 
     def serving_inputs(self, model, batch_size=1):
         return [np.zeros((batch_size, 1), "int32")] + zero_states(model, batch_size)

@@ -1,0 +1,92 @@
+"""The batched word-LM test scores every test token once; the ISS fine-tune config's options."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from helpers import read_trainer_options, value
+from iss_keras import sparsity as sparsity_lib
+from iss_keras.models.lstm_lm import lstm_language_model
+from iss_keras.tasks import language_model
+from iss_keras.tasks.language_model import LanguageModelConfig
+from iss_keras.training import TrainConfig
+from iss_keras.training.config import RunOptions
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("length,batch_size,steps", [(83, 4, 5), (80, 4, 5), (41, 8, 3),
+                                                     (9, 8, 35)])
+def test_every_token_windows_score_each_prediction_once(length, batch_size, steps):
+    ids = np.arange(length, dtype=np.int32)  # a token's id is its position
+    x, y, mask = language_model.every_token_windows(ids, batch_size, steps)
+    assert x.shape == y.shape == mask.shape and x.shape[0] % batch_size == 0
+    scored = y[mask == 1]
+    # Only the first token cannot be predicted (nothing precedes it): length - 1 targets,
+    # each position 1 .. length-1 exactly once, each after its own predecessor.
+    assert mask.sum() == length - 1
+    np.testing.assert_array_equal(np.sort(scored), np.arange(1, length))
+    np.testing.assert_array_equal(x[mask == 1], scored - 1)
+    # Row b of window i continues row b of window i-1 (the carried state's order).
+    rows = x.reshape(-1, batch_size, steps).transpose(1, 0, 2).reshape(batch_size, -1)
+    row_mask = mask.reshape(-1, batch_size, steps).transpose(1, 0, 2).reshape(batch_size, -1)
+    for row, m in zip(rows, row_mask):
+        real = row[m == 1]
+        np.testing.assert_array_equal(real, np.arange(real[0], real[0] + len(real)))
+        assert m[:len(real)].all()  # the padding only at a row's end
+
+
+def test_every_token_windows_refuse_too_few_tokens():
+    with pytest.raises(ValueError, match="5 tokens"):
+        language_model.every_token_windows(np.arange(5), batch_size=8, steps=3)
+
+
+def test_batched_test_perplexity_is_every_token_mean():
+    vocab, batch_size, steps = 30, 4, 5
+    model = lstm_language_model(vocab, [7], batch_size=batch_size, steps=steps, stateful=True,
+                                seed=4)
+    ids = np.random.default_rng(3).integers(0, vocab, 83).astype("int32")  # 82 targets
+    # Direct computation: each row's predictions in one stateless call over the whole row.
+    reference = lstm_language_model(vocab, [7], seed=4)
+    reference.set_weights(model.get_weights())
+    starts = np.arange(batch_size + 1) * 82 // batch_size
+    nll = []
+    for lo, hi in zip(starts[:-1], starts[1:]):
+        logits = value(reference(ids[None, lo:hi]))[0]
+        logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        nll.extend(-logp[np.arange(hi - lo), ids[lo + 1:hi + 1]])
+    assert len(nll) == 82
+    expected = np.exp(np.mean(nll))
+    got = language_model.batched_every_token_perplexity(model, ids, batch_size, steps)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # The task's test at --test_batch_size > 1 is this number, and the old layout's differs.
+    task = language_model.LanguageModelTask(
+        lambda **kw: model, {"train": ids, "valid": ids, "test": ids},
+        LanguageModelConfig(steps=steps, batch_size=batch_size, test_batch_size=batch_size))
+    np.testing.assert_allclose(task.test(model)["test_perplexity"], expected, rtol=1e-5)
+    dropping = language_model.perplexity(model, ids, batch_size, steps)  # 60 of 82 targets
+    assert abs(dropping - expected) > 1e-4
+
+
+def test_sparselarge_iss_finetune_flagfile_is_finetuning_json():
+    flagfile = os.path.join(ROOT, "ptb", "configs", "sparselarge_iss_finetune.flags")
+    options = read_trainer_options("ptb/train.py", f"--flagfile={flagfile}")
+    train = options[TrainConfig]
+    assert options[RunOptions].restore_from == "runs/ptb/sparselarge_iss"
+    # finetuning.json:3 and the sparselarge schedule (ptb_word_lm.py:515-529, :759).
+    assert (train.optimizer, train.learning_rate, train.epochs) == ("sgd", 0.1, 55)
+    assert (train.lr_schedule, train.lr_decay, train.lr_step_epochs) == ("step", 0.1, 18)
+    assert train.max_grad_norm == 10
+    assert [train.learning_rate_at(e) for e in (0, 17, 18, 36, 54)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.001, 0.0001])  # 0.1 x 0.1^(i // 18)
+    lm = options[LanguageModelConfig]
+    assert (lm.steps, lm.batch_size, lm.test_batch_size) == (35, 20, 1)
+    model = next(o for o in options.values() if hasattr(o, "dropout"))
+    assert (model.dropout, model.hidden_sizes) == (0.4, (1500, 1500))  # keep_prob 0.60
+    # weight_decay 0.0 and no group Lasso: no method, no thresholding (ptb_word_lm.py:380).
+    chosen = sparsity_lib.from_options(
+        [options[cls] for cls in sparsity_lib.option_classes()],
+        sparsity_lib.OptionContext(epochs=train.epochs, seed=train.seed))
+    assert chosen.methods == []
