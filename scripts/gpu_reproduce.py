@@ -285,6 +285,7 @@ def probe_one(args):
     from iss_keras.options import read_flags
     from iss_keras.tasks.language_model import LanguageModelConfig, every_token_perplexity, ptb_task
     from iss_keras.training import Run, RunInfo, TrainConfig, save_checkpoint
+    from iss_keras.training.callbacks import StopOnNaN
     from iss_keras.training.trainer import shared_option_classes
 
     backend = keras.backend.backend()
@@ -321,7 +322,8 @@ def probe_one(args):
     n = (warmup + steps) * batch
     fit_start = time.time()
     model.fit(data["x"][:n], data["y"][:n], batch_size=batch, shuffle=False, epochs=1,
-              verbose=0, callbacks=[*run.sparsity.callbacks(info), Timer()])
+              verbose=0, callbacks=[StopOnNaN(), *run.sparsity.callbacks(info), Timer()])  # the run's
+    # per-step callbacks: StopOnNaN reads every step's loss, as in the real run
     marks.setdefault(0, fit_start)
     step_seconds = (marks[warmup + steps] - marks[warmup]) / steps
     first_step_done = marks[warmup] if warmup else fit_start

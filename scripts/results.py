@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import sys
+import tarfile
 import tempfile
 
 from iss_keras.startup import start_backend_quietly
@@ -155,7 +156,7 @@ def keep_archive(archive, trainer=None, config=None):
     with tempfile.TemporaryDirectory() as tmp:
         try:
             run_dir, manifest = _gpu_reproduce().read_archive(archive, tmp)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, tarfile.TarError) as e:
             raise SystemExit(f"{archive}: {e}") from None
         if not manifest.get("finished"):
             raise SystemExit(

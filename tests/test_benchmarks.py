@@ -47,7 +47,8 @@ def test_inference_speed_quick_writes_side_by_side_timings(tmp_path):
     assert set(timings["keras_batch1_stream"]["ms"]) == {"dense_float", "shrunk_float"}
     for t in timings.values():
         assert all(ms > 0 for ms in t["ms"].values())
-        assert t["vs_dense_float"]["dense_float"] == 1.0
+        for variant, ms in t["ms"].items():  # each ratio is dense float's time over its own
+            assert t["vs_dense_float"][variant] == pytest.approx(t["ms"]["dense_float"] / ms)
     exports = result["exports"]
     assert exports["shrunk_int8_full_1x1"]["form"] == "unrolled"
     assert exports["shrunk_float_10x30"]["form"] == "while"
@@ -60,12 +61,9 @@ def test_inference_speed_quick_writes_side_by_side_timings(tmp_path):
 def test_train_overhead_quick_reports_ratios(tmp_path):
     result = run_benchmark("train_overhead", tmp_path)
     assert set(result["tokens_per_second"]) >= {"plain", "iss_penalty", "iss_full"}
-    assert result["step_time_ratio_vs_plain"]["plain"] == 1.0
     for name, rounds in result["tokens_per_second_rounds"].items():  # how stable the rounds were
         assert rounds["min"] <= result["tokens_per_second"][name] <= rounds["max"]
     for clock in ("wall", "cpu"):
-        assert result["round_ratio_vs_plain"][clock]["plain"] == {"min": 1.0, "median": 1.0,
-                                                                  "max": 1.0}
         ratio = result["round_ratio_vs_plain"][clock]["iss_full"]
         assert 0 < ratio["min"] <= ratio["median"] <= ratio["max"]
     assert len(result["machine"]["load_average_before"]) == 3

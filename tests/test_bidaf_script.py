@@ -53,7 +53,10 @@ def test_tiny_config_end_to_end_on_two_jax_replicas_then_resume_and_export_on_on
         assert os.path.exists(os.path.join(workdir, name)), name
 
     again = run_script("bidaf/train.py", f"--flagfile={os.path.join(workdir, 'flags.txt')}",
-                       "--epochs=3", "--export", "--distribution=none")
+                       "--epochs=3", "--export", "--distribution=none",
+                       # the original's procedure: raw weights validated, averages tested, and the
+                       # README's test with small weights zeroed
+                       "--noema_validation", "--test_zero_threshold=0.02")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Resuming from" in again.stdout and "after epoch 2" in again.stdout
     history = json.load(open(os.path.join(workdir, "history.json")))
@@ -64,6 +67,10 @@ def test_tiny_config_end_to_end_on_two_jax_replicas_then_resume_and_export_on_on
         assert results[f"{metric}_shrunk"] == results[f"{metric}_sparse"]
     assert results["export"]["tflite"]["max_rel_diff"] <= 1e-4
     assert os.path.exists(os.path.join(workdir, "export", "saved_model", "saved_model.pb"))
+    assert results["test_zero_threshold"] == 0.02
+    assert results["test_f1_shrunk_test_zeroed"] == results["test_f1_test_zeroed"]
+    assert sum(results["hidden_after_test_zeroed"]) <= sum(results["hidden_after"])
+    assert results["non_embedding_weights_after_test_zeroed"] <= results["non_embedding_weights"]
 
 
 @pytest.mark.parametrize("flags, message", [

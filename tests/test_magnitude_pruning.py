@@ -202,6 +202,9 @@ def test_storage_report_counts_values_and_bitmap(pruned):
     model, method, _ = pruned
     fields = method.result_fields([], model)["magnitude"]
     storage = fields["storage"]
+    weights = [np.asarray(keras.ops.convert_to_numpy(v)) for v in model.trainable_weights]
+    assert storage["dense_bytes"] == 4 * sum(w.size for w in weights)
+    assert storage["sparse_bytes"] == sum(4 * int((w != 0).sum()) + -(-w.size // 8) for w in weights)
     assert storage["sparse_bytes"] < storage["dense_bytes"]
     assert fields["nonzero_pruned_weights"] == sum(int(m.sum()) for m in method.masks.values())
 

@@ -204,7 +204,11 @@ class DropoutBidirectional(keras.layers.Bidirectional):
             self.input_dropout, seed=None if seed is None else seed + 1)
 
     def call(self, sequences, initial_state=None, mask=None, training=None):
-        if not training or not self.input_dropout or initial_state is not None:
+        if training and self.input_dropout and initial_state is not None:
+            raise ValueError("DropoutBidirectional draws its own masks from zero initial states; "
+                             "it takes no initial_state in training. Received: initial_state="
+                             f"{initial_state!r}")
+        if not training or not self.input_dropout:
             return super().call(sequences, initial_state=initial_state, mask=mask,
                                 training=training)
         kwargs = {}

@@ -429,7 +429,7 @@ class QuestionAnsweringTask(Task):
         units with outputs left (main.py:256-260 zeroes the gate columns of the others), both
         scored. Returns results.json's `*_test_zeroed` fields; `model` is left as it is."""
         threshold = self.config.test_zero_threshold
-        zeroed = self.build("test")
+        zeroed = self.build("test")  # not copy_for: its cached copy may be `model` itself
         zeroed.set_weights(model.get_weights())
         self.zero_small_weights(zeroed, threshold)
         em, f1 = self.score(self.predict(zeroed))
