@@ -494,11 +494,112 @@ def train_overhead_table(results):
     return _markdown(columns, rows)
 
 
+# The comparison at equal size (README, "Is ISS better than pruning at the same size?"): for each
+# size a kept ISS target run reached, the config of each method that was made to reach it.
+EQUAL_SIZE = (
+    ("2×", (("ISS, target size (ours)", "small_target2x"),
+            ("direct design: trained at that size", "small_direct_2x"),
+            ("unit-level magnitude pruning (ours)", "small_unit_prune_2x"),
+            ("gradual magnitude pruning, unstructured", "small_gmp_2x"))),
+    ("3×", (("ISS, target size (ours)", "small_target3x"),
+            ("direct design: trained at that size", "small_direct_3x"),
+            ("unit-level magnitude pruning (ours)", "small_unit_prune_3x"),
+            ("gradual magnitude pruning, unstructured", "small_gmp_3x"))),
+)
+EQUAL_SIZE_DENSE = "small"
+CLASSIC_GMP = ("small_gmp80", "small_gmp90")
+
+
+def _gmp_sparsity(r):
+    """The final sparsity of a weight-level magnitude-pruning run, else None."""
+    fields = r.get("magnitude")
+    if not fields or r["hidden_before"] != r["hidden_after"]:
+        return None
+    return fields["sparsity"]
+
+
+def _kept_weights(r):
+    """Weights the deployed model stores: the shrunk model's count, or, for unstructured
+    pruning (zeros in dense kernels, nothing removed), its nonzero weights."""
+    return r["nonzero_weights"] if _gmp_sparsity(r) is not None else r["weights_after"]
+
+
+def _deployed_speedup(r, speed):
+    """TFLite batch-1 speedup over the dense small model of the model `r` deploys, from
+    benchmarks/equal_size_speed.py's kept run (the same shapes, timed side by side)."""
+    if speed is None:
+        return None
+    zeroed = _gmp_sparsity(r) or 0.0
+    for entry in speed["models"].values():
+        if entry["hidden"] == r["hidden_after"] and abs(entry["zeroed"] - zeroed) < 1e-6:
+            return entry["speedup_vs_dense"]
+    return None
+
+
+def equal_size_table(runs, speed):
+    """Markdown: the four methods at each size, beside the dense small model; test perplexity,
+    multiply-adds, weights kept, TFLite batch-1 speedup (one benchmark run for all)."""
+    columns = ["size", "method", "config", "hidden units", "test ppl",
+               "multiply-adds / token (fewer than dense)", "weights kept (GMP: nonzero)",
+               "TFLite batch-1 speedup over dense", "machine, backend, wall time, date, commit"]
+    dense = runs.get(EQUAL_SIZE_DENSE)
+
+    def row(size, label, config):
+        r = runs.get(config)
+        if r is None:
+            return [size, label, f"`{config}`", "(not run yet)"] + ["—"] * 5
+        speedup = _deployed_speedup(r, speed)
+        fewer = (f" ({dense['macs_per_token'] / r['macs_per_token_after']:.2f}×)" if dense
+                 else "")
+        return [size, label, f"`{config}`", "/".join(map(str, r["hidden_after"])),
+                f"{r['test_perplexity_shrunk']:.2f}", f"{r['macs_per_token_after']:,}{fewer}",
+                f"{_kept_weights(r):,}", f"{speedup:.2f}×" if speedup else "—", _where(r)]
+
+    rows = [row("dense", "Zaremba et al.'s small, no pruning", EQUAL_SIZE_DENSE)]
+    for size, methods in EQUAL_SIZE:
+        rows += [row(size, label, config) for label, config in methods]
+    table = _markdown(columns, rows)
+    if speed is None:
+        return table + ("\n\nTFLite speedups: no kept run of `python benchmarks/equal_size_"
+                        "speed.py --out=benchmarks/results/equal_size_speed.json`.")
+    run, before = speed["run"], speed["load_before"]["load"]
+    return table + (
+        f"\n\nSpeedups: `benchmarks/equal_size_speed.py` (every deployed shape exported with "
+        f"`export_tflite`, timed one token per call with the state carried, "
+        f"{speed['tflite_threads']} threads, medians of {speed['repeats']} interleaved rounds), "
+        f"{run['machine']['cpu']} ×{run['machine']['cores']}, {run['date_utc'][:10]}, commit "
+        f"`{(run['commit'] or '?')[:7]}`, load average {before[0]:.2f} before "
+        f"({'shared with other processes' if speed['shared'] else 'nothing else running'}).")
+
+
+def classic_gmp_table(runs):
+    """Markdown: the small model pruned to 80 % and 90 % of its weights, beside the dense one."""
+    columns = ["config", "sparsity of the pruned weights", "nonzero weights", "test ppl",
+               "change vs dense small", "machine, backend, wall time, date, commit"]
+    dense = runs.get(EQUAL_SIZE_DENSE)
+    rows = []
+    for config in (EQUAL_SIZE_DENSE,) + CLASSIC_GMP:
+        r = runs.get(config)
+        if r is None:
+            rows.append([f"`{config}`", "(not run yet)", "—", "—", "—", "—"])
+            continue
+        sparsity = _gmp_sparsity(r) or 0.0
+        change = r["test_perplexity_shrunk"] - dense["test_perplexity_shrunk"] if dense else None
+        rows.append([f"`{config}`", f"{100 * sparsity:g} %",
+                     f"{r.get('nonzero_weights', r['weights']):,}",
+                     f"{r['test_perplexity_shrunk']:.2f}",
+                     "—" if config == EQUAL_SIZE_DENSE or change is None else f"{change:+.2f}",
+                     _where(r)])
+    return _markdown(columns, rows)
+
+
 def tables():
     with open(os.path.join(RESULTS, "anchors.json")) as f:
         anchors = json.load(f)
     return {"ptb": runs_table(load_runs("ptb"), anchors["ptb"]),
             "ptb-anchors": anchors_table(anchors["ptb"]),
+            "ptb-equal-size": equal_size_table(load_runs("ptb"), load_benchmark("equal_size_speed")),
+            "ptb-gmp": classic_gmp_table(load_runs("ptb")),
             "rhns": runs_table(load_runs("rhns"), anchors.get("rhns", {})),
             "sentiment": sentiment_table(load_runs("sentiment"), anchors.get("sentiment", {})),
             "gate-neuron": gate_neuron_table({**load_runs("sentiment"), **load_runs("ptb")},

@@ -58,6 +58,29 @@ def test_inference_speed_quick_writes_side_by_side_timings(tmp_path):
 
 
 @pytest.mark.slow
+def test_equal_size_speed_quick_times_each_deployed_shape(tmp_path):
+    result = run_benchmark("equal_size_speed", tmp_path)
+    models = result["models"]
+    assert set(models) == {"dense", "units_8_6", "zeroed_0p5"}
+    dense, small, zeroed = models["dense"], models["units_8_6"], models["zeroed_0p5"]
+    assert small["hidden"] == [8, 6] and small["macs_per_token"] < dense["macs_per_token"]
+    # Zeros in dense kernels change neither the shapes nor the multiply-adds, only the count
+    # of nonzero weights: half of every pruned weight (embedding, kernels, softmax kernel).
+    assert zeroed["weights"] == dense["weights"] and zeroed["macs_per_token"] == \
+        dense["macs_per_token"]
+    biases = 4 * 32 * 2 + 300
+    pruned = dense["weights"] - biases
+    assert zeroed["nonzero_weights"] == pytest.approx(dense["nonzero_weights"] - pruned / 2,
+                                                      abs=2)
+    for entry in models.values():
+        t = entry["ms_per_token"]
+        assert 0 < t["min"] <= t["median"] <= t["max"]
+        assert entry["speedup_vs_dense"] == pytest.approx(dense["ms_per_token"]["median"]
+                                                          / t["median"])
+        assert entry["max_rel_diff_vs_keras"] < 1e-3
+
+
+@pytest.mark.slow
 def test_train_overhead_quick_reports_ratios(tmp_path):
     result = run_benchmark("train_overhead", tmp_path)
     assert set(result["tokens_per_second"]) >= {"plain", "iss_penalty", "iss_full"}

@@ -8,9 +8,8 @@ import pytest
 
 from helpers import value
 from iss_keras.models.text_classifier import lstm_classifier
-from iss_keras.sparsity.evolutionary import (SET, MaskConstraint, SETOptions,
-                                             erdos_renyi_density, pack_mask, solve_epsilon,
-                                             unpack_mask)
+from iss_keras.sparsity.evolutionary import SET, SETOptions, erdos_renyi_density, solve_epsilon
+from iss_keras.sparsity.masks import MaskConstraint, pack_mask, unpack_mask
 from iss_keras.training.loop import RunInfo
 
 

@@ -22,13 +22,13 @@ recurrent cells sparse during all of training:
   evaluates before it evolves.)
 * The output layer stays dense, as in SET.
 
-Masks are constants of the compiled training step, which is rebuilt after
-each evolution (`model.make_train_function(force=True)`), so the fused LSTM
-kernel is kept: SET here saves storage, not time (unstructured zeros do not
-speed up a dense kernel; see the trainer's results).
+The masks are `sparsity.masks`' (shared with magnitude pruning): live variables
+of the compiled step under TensorFlow and torch, constants of the trace under
+JAX, where the step is rebuilt after each evolution. The fused LSTM kernel is
+kept: SET here saves storage, not time (unstructured zeros do not speed up a
+dense kernel; see the trainer's results).
 """
 
-import base64
 import dataclasses
 import zlib
 
@@ -40,41 +40,8 @@ from iss_keras.gates import gate_names
 from iss_keras.keras_internals import all_layers, optimizer_slots
 from iss_keras.options import check_at_least, check_fraction, check_fraction_value, option
 from iss_keras.sparsity.base import SparsityMethod
-
-
-def pack_mask(mask):
-    """A boolean array as JSON-ready text (packed bits, base64)."""
-    mask = np.asarray(mask, bool)
-    return {"shape": list(mask.shape),
-            "bits": base64.b64encode(np.packbits(mask.reshape(-1)).tobytes()).decode("ascii")}
-
-
-def unpack_mask(packed):
-    shape = tuple(packed["shape"])
-    bits = np.frombuffer(base64.b64decode(packed["bits"]), np.uint8)
-    return np.unpackbits(bits, count=int(np.prod(shape))).astype(bool).reshape(shape)
-
-
-@keras.saving.register_keras_serializable(package="iss_keras")
-class MaskConstraint(keras.constraints.Constraint):
-    """`w * mask` after every update (then another constraint, if given).
-
-    Args:
-        mask: a boolean array of the weight's shape (True: connection present).
-        then: an optional constraint applied afterwards (e.g. `ZeroOut`).
-    """
-
-    def __init__(self, mask, then=None):
-        self.mask = unpack_mask(mask) if isinstance(mask, dict) else np.asarray(mask, bool)
-        self.then = keras.constraints.get(then)
-
-    def __call__(self, w):
-        w = ops.multiply(w, ops.convert_to_tensor(self.mask, dtype=w.dtype))
-        return self.then(w) if self.then is not None else w
-
-    def get_config(self):
-        return {"mask": pack_mask(self.mask),
-                "then": keras.constraints.serialize(self.then) if self.then is not None else None}
+from iss_keras.sparsity.masks import (apply_masks, attach_mask, pack_mask,
+                                      rebuild_after_new_masks, unpack_mask)
 
 
 def erdos_renyi_density(n_in, n_out, epsilon):
@@ -218,7 +185,6 @@ class SET(SparsityMethod):
         self.epsilon_used = self.epsilon
         self.turnover = []          # connections changed at each evolution
         self._rng = np.random.default_rng(self.seed)
-        self._constraints = {}
         self._model = None
 
     @classmethod
@@ -271,22 +237,11 @@ class SET(SparsityMethod):
         if self.topology is None:
             self.topology = self.initial_topology(model)
         for layer, attribute, variable, _ in weights:
-            previous = getattr(layer, attribute)
-            if isinstance(previous, MaskConstraint):
-                previous = previous.then
-            constraint = MaskConstraint(self.topology.masks[variable.path], then=previous)
-            setattr(layer, attribute, constraint)  # saved with the layer's config (.keras)
-            variable.constraint = constraint       # applied by the optimizer after each step
-            self._constraints[variable.path] = constraint
+            attach_mask(variable, self.topology.masks[variable.path], (layer, attribute))
         self._apply_masks()
 
     def _apply_masks(self):
-        for variable in self._model.weights:
-            mask = self.topology.masks.get(variable.path)
-            if mask is not None:
-                self._constraints[variable.path].mask = mask
-                variable.assign(ops.multiply(variable, ops.convert_to_tensor(mask,
-                                                                             variable.dtype)))
+        apply_masks(self._model.weights, self.topology.masks)
 
     def evolve(self):
         """One SET step on every block: remove the weakest fraction zeta, regrow as many.
@@ -326,7 +281,7 @@ class SET(SparsityMethod):
             for slot in optimizer_slots(self._model.optimizer, variable):
                 slot.assign(np.asarray(ops.convert_to_numpy(slot)) * ~grown[path])
         self._apply_masks()
-        self._model.make_train_function(force=True)  # the masks are constants of the step
+        rebuild_after_new_masks(self._model)
         self.turnover.append(changed)
         return changed
 

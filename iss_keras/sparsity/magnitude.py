@@ -23,11 +23,12 @@ TF-MOT to Keras 3"):
   `recurrent_kernel`, and a custom layer's `get_prunable_weights()`), or a
   filter: a callable on each trainable variable, or names (layer names or
   variable paths).
-* **Masks hold**: a mask is a `MaskConstraint` (SET's), applied by the
-  optimizer after every step inside the compiled train step; the masks are
-  constants of that step, which is rebuilt when they change (every
-  `frequency` steps while pruning), so a pruned weight is exactly zero after
-  every step and never comes back (a new mask is also ANDed with the old one).
+* **Masks hold**: a mask is a `MaskConstraint` (`sparsity.masks`, shared with
+  SET), applied by the optimizer after every step inside the compiled train
+  step, so a pruned weight is exactly zero after every step and never comes
+  back (a new mask is also ANDed with the old one). Under TensorFlow and torch
+  the step reads the masks from variables (a new mask needs no rebuild); under
+  JAX they are constants of the trace and the step is rebuilt when they change.
 
 And ours (not TF-MOT's): **unit-level** pruning (`granularity="unit"`). Each
 ISS component (the groups `discover_groups` finds) is ranked by the L2 norm
@@ -56,7 +57,9 @@ from iss_keras.keras_internals import all_layers
 from iss_keras.options import check_at_least, check_fraction_value, option
 from iss_keras.sparsity.base import SparsityMethod
 from iss_keras.sparsity.components import component_multipliers
-from iss_keras.sparsity.evolutionary import MaskConstraint, pack_mask, storage_sizes, unpack_mask
+from iss_keras.sparsity.evolutionary import storage_sizes
+from iss_keras.sparsity.masks import (MaskConstraint, apply_masks, attach_mask, pack_mask,
+                                      rebuild_after_new_masks, unpack_mask)
 
 
 # ---- schedules ---------------------------------------------------------------------------------
@@ -394,6 +397,12 @@ class MagnitudePruningOptions:
         check_fraction_value("prune_initial_sparsity", self.prune_initial_sparsity)
         check_at_least(self, 0, "prune_begin_step")
         check_at_least(self, -1, "prune_end_step")
+        check_at_least(self, 1, "prune_frequency")
+        if not 0 < self.prune_power < float("inf"):
+            raise ValueError(f"prune_power must be > 0. Received: prune_power={self.prune_power}")
+        if self.prune_units and min(self.prune_units) < 1:
+            raise ValueError(f"prune_units must be unit counts >= 1. Received: "
+                             f"prune_units={self.prune_units}")
         if self.prune_units and self.prune_granularity != "unit":
             raise ValueError("prune_units needs prune_granularity='unit'. Received: "
                              f"prune_units={self.prune_units}, "
@@ -456,6 +465,8 @@ class MagnitudePruning(SparsityMethod):
         if units is not None:
             if granularity != "unit":
                 raise ValueError(f"units needs granularity='unit'. Received: units={units!r}")
+            if any(isinstance(u, bool) or int(u) != u for u in units):
+                raise ValueError(f"units must be whole unit counts. Received: units={units!r}")
             units = [int(u) for u in units]
             if not units or min(units) < 1:
                 raise ValueError(f"units must be one count >= 1 per recurrent layer. "
@@ -546,22 +557,11 @@ class MagnitudePruning(SparsityMethod):
             mask = self.masks.get(variable.path)
             if mask is None:
                 mask = self.masks[variable.path] = np.ones(tuple(variable.shape), bool)
-            previous = getattr(variable, "constraint", None)
-            if isinstance(previous, MaskConstraint):
-                previous = previous.then
-            constraint = MaskConstraint(mask, then=previous)
-            if variable.path in slots:
-                layer, attribute = slots[variable.path]
-                setattr(layer, attribute, constraint)  # saved with the layer's config (.keras)
-            variable.constraint = constraint           # applied by the optimizer after each step
+            attach_mask(variable, mask, slots.get(variable.path))
         self._apply_masks()
 
     def _apply_masks(self):
-        for variable in self._model.weights:
-            mask = self.masks.get(variable.path)
-            if mask is not None:
-                variable.constraint.mask = mask
-                variable.assign(ops.multiply(variable, ops.convert_to_tensor(mask, variable.dtype)))
+        apply_masks(self._model.weights, self.masks)
 
     # -- the schedule -------------------------------------------------------------------------
 
@@ -595,7 +595,7 @@ class MagnitudePruning(SparsityMethod):
         return {path: self.masks[path] & new.get(path, True) for path in self.masks}
 
     def update_masks(self):
-        """Recompute the masks now; the train step is rebuilt if they changed."""
+        """Recompute the masks now (under JAX the train step is rebuilt if they changed)."""
         _sync_state(self._model)
         new = self.new_masks()
         changed = any(not np.array_equal(new[p], self.masks[p]) for p in self.masks)
@@ -603,7 +603,7 @@ class MagnitudePruning(SparsityMethod):
         self.updates += 1
         if changed:
             self._apply_masks()
-            self._model.make_train_function(force=True)  # the masks are constants of the step
+            rebuild_after_new_masks(self._model)
         return changed
 
     def callbacks(self, run):
