@@ -14,8 +14,9 @@ from helpers import (assert_shrunk_outputs_equal, randomize, reference_penalty, 
 from iss_keras.datasets import squad
 from iss_keras.models.bidaf import (TF1BiasConstraint, TF1BiasRegularizer, bidaf, lstm_units,
                                     model_fields, non_embedding_weights)
-from iss_keras.models.bidaf_layers import (BiAttention, MaskedLogits, PaddingMask, SharedBiLSTM,
-                                           SoftmaxPooling, TileOverTime)
+from iss_keras.models.bidaf_layers import (BiAttention, DropoutBidirectional, MaskedLogits,
+                                           PaddingMask, SharedBiLSTM, SoftmaxPooling,
+                                           TileOverTime)
 from iss_keras.tasks import question_answering as qa
 
 D = 3                      # hidden size of the tiny models
@@ -358,7 +359,7 @@ def hand_task():
     vocabulary = squad.build_vocabulary(examples, ["the", "cat", "paris"], word_count_th=0,
                                         char_count_th=0)
     config = qa.QuestionAnsweringConfig(batch_size=3, eval_batch_size=3, context_buckets=(4, 8),
-                                        steps_per_epoch=0)
+                                        steps_per_epoch=0, len_opt=False, cluster=False)
     return qa.QuestionAnsweringTask(lambda **kwargs: None, data, vocabulary, None, config)
 
 
@@ -435,3 +436,79 @@ def test_the_first_two_batches_differ_in_length_when_they_can():
     plan = [(8, [0]), (8, [1]), (8, [2]), (4, [3])]
     assert [n for n, _ in qa._differing_first_two(plan)] == [8, 4, 8, 8]
     assert qa._differing_first_two([(8, [0]), (8, [1])]) == [(8, [0]), (8, [1])]
+    # Context and question lengths: the second batch differs in both where both vary.
+    plan = [((8, 5), [0]), ((4, 5), [1]), ((8, 6), [2]), ((6, 3), [3])]
+    assert [shape for shape, _ in qa._differing_first_two(plan)][:2] == [(8, 5), (6, 3)]
+
+
+def test_len_opt_and_cluster_are_the_originals_batches(hand_task):
+    """--cluster (read_data.py:86-91): one shuffle, a stable sort by context length, batches
+    cut from it, the same batches every pass in a new order; --len_opt (model.py:473-488):
+    each batch padded to its own longest context and question."""
+    encoded = hand_task.train_encoded
+    lengths = [len(e["context_words"]) for e in encoded]
+    groups = squad.cluster_groups(encoded, 2, seed=4)
+    assert sorted(sum(groups, [])) == list(range(len(encoded)))
+    flat = [lengths[k] for k in sum(groups, [])]
+    assert flat == sorted(flat)
+    batches = qa.SquadTrainingBatches(encoded, 2, max_question_len=30, steps_per_epoch=0,
+                                      seed=4, len_opt=True, cluster=True)
+    assert batches.batches_per_pass == len(groups) == 2
+    first = [sorted(indices) for _, indices in batches.plan(0)]
+    later = [sorted(indices) for _, indices in batches.plan(7)]
+    assert sorted(first) == sorted(later) == sorted(sorted(g) for g in groups)
+    for i in range(2):
+        x, _, w = batches[i]
+        (context_len, question_len), indices = batches.plan(0)[i]
+        assert x["context_words"].shape[1] == context_len == max(lengths[k] for k in indices)
+        assert x["question_words"].shape[1] == question_len == max(
+            len(encoded[k]["question_words"]) for k in indices)
+        assert (x["context_words"][:, -1] != 0).any() and (x["question_words"][:, -1] != 0).any()
+
+
+def test_evaluation_under_len_opt_pads_each_batch_to_its_longest(hand_task):
+    hand_task.config.len_opt = True
+    batches = list(hand_task.eval_batches())
+    seen = sorted(k for b in batches for k in b["indices"])
+    assert seen == list(range(len(hand_task.eval_encoded)))
+    for b in batches:
+        longest = max(len(hand_task.eval_encoded[k]["context_words"]) for k in b["indices"])
+        assert b["context_words"].shape[1] == longest
+        assert b["question_words"].shape[1] == max(
+            len(hand_task.eval_encoded[k]["question_words"]) for k in b["indices"])
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.3])
+def test_the_fused_bilstm_step_equals_the_stock_layers_in_outputs_and_gradients(rate):
+    """BiDAF's fast step (`fused_bidirectional_lstm`: one time loop for both directions, the
+    input projection before it) computes what Keras's two LSTM loops compute: outputs and the
+    gradients of every weight and of the input, with padding masks and each direction's own
+    dropout mask."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(3, 9, 5)).astype("float32"))
+    mask = tf.constant(np.array([[1] * 9, [1] * 5 + [0] * 4, [1] * 2 + [0] * 7], bool))
+
+    def make(fused):
+        keras.utils.set_random_seed(1)
+        forward = keras.layers.LSTM(4, return_sequences=True, unit_forget_bias=True)
+        backward = keras.layers.LSTM(4, return_sequences=True, go_backwards=True)
+        layer = DropoutBidirectional(forward, backward_layer=backward, input_dropout=rate,
+                                     seed=5, fused=fused)
+        layer.build(x.shape)
+        return layer
+
+    fused, stock = make(True), make(False)
+    stock.set_weights([w + 0 for w in fused.get_weights()])
+    results = []
+    for layer in (fused, stock):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, mask=mask, training=rate > 0)
+            loss = tf.reduce_sum(y * tf.range(1.0, 1.0 + y.shape[-1]))
+        results.append([y] + tape.gradient(loss, [x] + layer.trainable_variables))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    assert np.all(np.asarray(results[0][0])[2, 2:] == 0)  # padding: zero outputs, both directions
+    assert fused.get_config()["fused"] and not stock.get_config()["fused"]

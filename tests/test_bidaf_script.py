@@ -22,12 +22,13 @@ def data_flags():
 @pytest.mark.slow
 def test_tiny_config_end_to_end_on_two_jax_replicas_then_resume_and_export_on_one_device(tmp_path):
     """Its moving averages of the weights (--ema) are swapped in each epoch, which reads the
-    variables JAX shards. One context bucket (one compiled shape per step function) keeps it
-    short."""
+    variables JAX shards. One context bucket and fixed question length (--nolen_opt: one
+    compiled shape per step function) keeps it short."""
     pytest.importorskip("jax")
     workdir = str(tmp_path / "run")
     out = run_script("bidaf/train.py", f"--flagfile={TINY}", *data_flags(),
-                     f"--workdir={workdir}", "--context_buckets=400", "--noexport",
+                     f"--workdir={workdir}", "--context_buckets=400", "--nolen_opt", "--nocluster",
+                     "--noexport",
                      "--distribution=data_parallel", "--devices=2", backend="jax", devices=2)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "data parallel over 2 replicas" in out.stdout

@@ -151,9 +151,10 @@ def lstm_arguments(input_width, units, sparsity, seed, grouped=True):
 
 def bidirectional_lstm(input_width, units, sparsity, seed, name, input_dropout=0.0,
                        dropout_seed=None):
-    """A `Bidirectional(LSTM)` (merge "concat") of the original's cells, both directions
-    seeded apart; the LSTMs are made by `sparsity.layer` (a method may bring its own).
-    `input_dropout` > 0: a `DropoutBidirectional`, each direction with its own mask."""
+    """A `DropoutBidirectional` (merge "concat") of the original's cells, both directions
+    seeded apart, each with its own input dropout mask (`input_dropout` > 0), both run in one
+    time loop; the LSTMs are made by `sparsity.layer` (a method may bring its own: then
+    Keras's two loops run them)."""
     forward = sparsity.layer(keras.layers.LSTM,
                              **lstm_arguments(input_width, units, sparsity, seed),
                              name=f"forward_{name}")
@@ -161,10 +162,8 @@ def bidirectional_lstm(input_width, units, sparsity, seed, name, input_dropout=0
                               **lstm_arguments(input_width, units, sparsity,
                                                None if seed is None else seed + 2),
                               go_backwards=True, name=f"backward_{name}")
-    if input_dropout:
-        return DropoutBidirectional(forward, backward_layer=backward, name=name,
-                                    input_dropout=input_dropout, seed=dropout_seed)
-    return keras.layers.Bidirectional(forward, backward_layer=backward, name=name)
+    return DropoutBidirectional(forward, backward_layer=backward, name=name,
+                                input_dropout=input_dropout, seed=dropout_seed)
 
 
 # ------------------------------------------------------------------- the model

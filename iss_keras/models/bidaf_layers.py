@@ -22,6 +22,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from iss_keras.lstm_step import can_fuse, fused_bidirectional_lstm
+
 VERY_NEGATIVE = -1e30  # the original's exp_mask constant (my/tensorflow/general.py:10-13, :110-124)
 
 
@@ -185,14 +187,22 @@ class DropoutBidirectional(keras.layers.Bidirectional):
     (model.py:170-183, my/tensorflow/rnn_cell.py:8-25); one shared mask before the layer
     would drop the same inputs for both. Outside training it is `Bidirectional`.
 
+    Two stock LSTMs run in one time loop (`iss_keras.lstm_step.fused_bidirectional_lstm`:
+    each direction's input projection computed for all steps before the loop, both states
+    advanced by one batched product per step) unless `fused=False`; the weights, their
+    regularizers and constraints stay the two LSTMs' (discovery, `shrink` and the exports see
+    a `Bidirectional`). Other layers, and calls with an initial state, take Keras's two loops.
+
     Args:
         layer, backward_layer, ...: as `keras.layers.Bidirectional`.
         input_dropout: the rate of each direction's input dropout (1 - input_keep_prob).
         seed: the forward mask's seed; the backward's is `seed + 1`.
+        fused: one time loop for both directions (the same numbers as two).
     """
 
-    def __init__(self, layer, input_dropout=0.0, seed=None, **kwargs):
+    def __init__(self, layer, input_dropout=0.0, seed=None, fused=True, **kwargs):
         super().__init__(layer, **kwargs)
+        self.fused = bool(fused)
         if self.merge_mode != "concat" or not self.return_sequences or self.return_state:
             raise ValueError("DropoutBidirectional concatenates sequences. Received: "
                              f"merge_mode={self.merge_mode!r}, return_sequences="
@@ -208,7 +218,17 @@ class DropoutBidirectional(keras.layers.Bidirectional):
             raise ValueError("DropoutBidirectional draws its own masks from zero initial states; "
                              "it takes no initial_state in training. Received: initial_state="
                              f"{initial_state!r}")
-        if not training or not self.input_dropout:
+        dropping = bool(training) and self.input_dropout > 0
+        if (self.fused and initial_state is None
+                and can_fuse(self.forward_layer, self.backward_layer)):
+            x_forward, x_backward = sequences, sequences
+            if dropping:
+                x_forward = self.forward_dropout(sequences, training=training)
+                x_backward = self.backward_dropout(sequences, training=training)
+            return ops.cast(fused_bidirectional_lstm(self.forward_layer, self.backward_layer,
+                                                     x_forward, x_backward, mask),
+                            self.compute_dtype)
+        if not dropping:
             return super().call(sequences, initial_state=initial_state, mask=mask,
                                 training=training)
         kwargs = {}
@@ -223,7 +243,8 @@ class DropoutBidirectional(keras.layers.Bidirectional):
                                 ops.flip(ops.cast(y_rev, self.compute_dtype), axis=1)], axis=-1)
 
     def get_config(self):
-        return {**super().get_config(), "input_dropout": self.input_dropout, "seed": self.seed}
+        return {**super().get_config(), "input_dropout": self.input_dropout, "seed": self.seed,
+                "fused": self.fused}
 
 
 @keras.saving.register_keras_serializable(package="iss_keras")

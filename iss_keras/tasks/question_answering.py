@@ -65,10 +65,20 @@ class QuestionAnsweringConfig:
     ques_size_th: int = option(squad.QUES_SIZE_TH, "Training questions longer than this are "
                                "dropped (cli.py:97).")
     word_size_th: int = option(squad.WORD_SIZE_TH, "Chars kept per word (cli.py:98).")
+    len_opt: bool = option(True, "Pad each batch to its longest context and question (the "
+                           "original's --len_opt, model.py:473-488, in all its README commands"
+                           "). Off: contexts padded to --context_buckets, questions to "
+                           "--ques_size_th.")
+    cluster: bool = option(True, "Training batches of similar context length (the original's "
+                           "--cluster, read_data.py:86-91): the questions shuffled once, "
+                           "sorted by context length, cut into batches; each pass draws the "
+                           "batches' order. Off: --context_buckets, reshuffled every pass. "
+                           "Evaluation batches are sorted by context length either way (the "
+                           "order changes no answer).")
     context_buckets: tuple = option(
-        squad.DEFAULT_CONTEXT_BUCKETS, "Context lengths of the batches (the last is the "
-        "training cut; evaluation adds one for its longest context). The original pads each "
-        "batch to its longest context (--len_opt).", ours=True)
+        squad.DEFAULT_CONTEXT_BUCKETS, "With --nocluster or --nolen_opt: the context lengths "
+        "of the batches (the last is the training cut; evaluation adds one for its longest "
+        "context).", ours=True)
     batch_size: int = option(60, "Training batch size (cli.py:39).")
     eval_batch_size: int = option(60, "Batch size of validation and test.")
     steps_per_epoch: int = option(1000, "Optimizer steps between validations and checkpoints "
@@ -198,7 +208,8 @@ class SquadTrainingBatches(keras.utils.PyDataset):
 
     def __init__(self, encoded, batch_size, buckets=squad.DEFAULT_CONTEXT_BUCKETS,
                  max_context_len=squad.SENT_SIZE_TH, max_question_len=squad.QUES_SIZE_TH,
-                 max_word_len=squad.WORD_SIZE_TH, steps_per_epoch=0, seed=0):
+                 max_word_len=squad.WORD_SIZE_TH, steps_per_epoch=0, seed=0, len_opt=False,
+                 cluster=False):
         super().__init__()
         self.encoded = encoded
         self.batch_size = int(batch_size)
@@ -207,8 +218,12 @@ class SquadTrainingBatches(keras.utils.PyDataset):
         self.max_question_len = max_question_len
         self.max_word_len = max_word_len
         self.seed = int(seed)
-        self.batches_per_pass = len(squad.bucket_plan(encoded, batch_size, buckets,
-                                                      max_context_len))
+        self.len_opt = bool(len_opt)
+        self.cluster = bool(cluster)
+        self._groups = (squad.cluster_groups(encoded, batch_size, max_context_len, seed=self.seed)
+                        if self.cluster else None)
+        self.batches_per_pass = len(self._groups) if self.cluster else len(
+            squad.bucket_plan(encoded, batch_size, buckets, max_context_len))
         self.steps_per_epoch = int(steps_per_epoch) or self.batches_per_pass
         self.epoch = 0
         self._plans = {}
@@ -216,20 +231,33 @@ class SquadTrainingBatches(keras.utils.PyDataset):
     def __len__(self):
         return self.steps_per_epoch
 
+    def _shape(self, context_len, indices):
+        """`(context, question)` lengths of a batch."""
+        if not self.len_opt:
+            return context_len, self.max_question_len
+        return (squad.longest(self.encoded, indices, "context_words", self.max_context_len),
+                squad.longest(self.encoded, indices, "question_words", self.max_question_len))
+
     def plan(self, pass_index):
-        """The batches `(context_len, example indices)` of one pass."""
+        """The batches `((context_len, question_len), example indices)` of one pass."""
         if pass_index not in self._plans:
-            plan = squad.bucket_plan(self.encoded, self.batch_size, self.buckets,
-                                     self.max_context_len, shuffle=True,
-                                     seed=[self.seed, pass_index])
+            if self.cluster:
+                order = np.random.default_rng([self.seed, pass_index]).permutation(
+                    len(self._groups))
+                plan = [(self.max_context_len, self._groups[k]) for k in order]
+            else:
+                plan = squad.bucket_plan(self.encoded, self.batch_size, self.buckets,
+                                         self.max_context_len, shuffle=True,
+                                         seed=[self.seed, pass_index])
+            plan = [(self._shape(length, indices), indices) for length, indices in plan]
             self._plans = {pass_index: _differing_first_two(plan)}
         return self._plans[pass_index]
 
     def __getitem__(self, i):
         step = self.epoch * len(self) + int(i)
         pass_index, position = divmod(step, self.batches_per_pass)
-        context_len, indices = self.plan(pass_index)[position]
-        batch = squad.make_batch(self.encoded, indices, context_len, self.max_question_len,
+        (context_len, question_len), indices = self.plan(pass_index)[position]
+        batch = squad.make_batch(self.encoded, indices, context_len, question_len,
                                  self.max_word_len, answer="random",
                                  rng=np.random.default_rng([self.seed, 1, step]))
         weights = pad_rows(batch, self.batch_size)
@@ -238,19 +266,47 @@ class SquadTrainingBatches(keras.utils.PyDataset):
 
 
 def _differing_first_two(plan):
-    """`plan` with a batch of another context length second, when there is one.
+    """`plan` (`(shape, indices)` pairs) with a batch of another shape second, differing in
+    every length that differs anywhere in the plan, when there is one.
 
     Keras's TensorFlow adapter takes the input signature from batches 0 and
-    1 of a PyDataset: two batches of one length would fix the context axis
-    to it and refuse the other buckets.
+    1 of a PyDataset: two batches of one length would fix that axis
+    to it and refuse the other batches.
     """
     plan = list(plan)
-    if len(plan) > 2 and plan[0][0] == plan[1][0]:
+    if len(plan) < 3:
+        return plan
+    shapes = [s if isinstance(s, tuple) else (s,) for s, _ in plan]
+    varying = [a for a in range(len(shapes[0])) if len({s[a] for s in shapes}) > 1]
+
+    def differs(k):
+        return all(shapes[k][a] != shapes[0][a] for a in varying)
+
+    if not differs(1):
         for k in range(2, len(plan)):
-            if plan[k][0] != plan[0][0]:
+            if differs(k):
                 plan[1], plan[k] = plan[k], plan[1]
                 break
     return plan
+
+
+def evaluation_batches(encoded, config):
+    """Batches of the evaluation questions `encoded`, none cut. With `config.len_opt`: sorted
+    by context length and padded to each batch's longest context and question (ours: the
+    order changes no answer, and sorting pads least); else in `config.context_buckets`,
+    questions padded to the longest of all."""
+    if not config.len_opt:
+        yield from squad.squad_batches(encoded, config.eval_batch_size, config.context_buckets,
+                                       max_context_len=None, max_question_len=None,
+                                       max_word_len=config.word_size_th)
+        return
+    ordered = sorted(range(len(encoded)), key=lambda k: len(encoded[k]["context_words"]))
+    for i in range(0, len(ordered), config.eval_batch_size):
+        indices = ordered[i:i + config.eval_batch_size]
+        yield squad.make_batch(encoded, indices,
+                               squad.longest(encoded, indices, "context_words"),
+                               squad.longest(encoded, indices, "question_words"),
+                               config.word_size_th)
 
 
 class _SetBatchesEpoch(keras.callbacks.Callback):
@@ -357,7 +413,8 @@ class QuestionAnsweringTask(Task):
             c = self.config
             self._batches = SquadTrainingBatches(
                 self.train_encoded, c.batch_size, c.context_buckets, c.sent_size_th,
-                c.ques_size_th, c.word_size_th, steps_per_epoch=c.steps_per_epoch, seed=self.seed)
+                c.ques_size_th, c.word_size_th, steps_per_epoch=c.steps_per_epoch, seed=self.seed,
+                len_opt=c.len_opt, cluster=c.cluster)
         return {"x": self._batches}
 
     def callbacks(self):
@@ -373,15 +430,17 @@ class QuestionAnsweringTask(Task):
         """`{question id: answer}` of a probabilities model on the evaluation questions."""
         c = self.config
         answers = {}
-        for batch in squad.squad_batches(self.eval_encoded, c.eval_batch_size, c.context_buckets,
-                                         max_context_len=None, max_question_len=None,
-                                         max_word_len=c.word_size_th):
+        for batch in self.eval_batches():
             examples = [self.eval_examples[k] for k in batch["indices"]]
-            pad_rows(batch, c.eval_batch_size)  # one shape per bucket: fewer retraces
+            pad_rows(batch, c.eval_batch_size)  # one batch size: fewer retraces
             p1, p2 = model.predict_on_batch(model_inputs(batch))
             answers.update(decode_answers(examples, np.asarray(p1), np.asarray(p2),
                                           batch["context_words"].shape[1]))
         return answers
+
+    def eval_batches(self):
+        """The evaluation questions in batches (`evaluation_batches`)."""
+        return evaluation_batches(self.eval_encoded, self.config)
 
     def score(self, predictions):
         """Official EM and F1 (percent) on the evaluation questions."""

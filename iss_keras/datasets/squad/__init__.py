@@ -29,7 +29,8 @@ An example is a plain dict that `json` can write (see `read`).
 """
 
 from iss_keras.datasets.squad.batches import (DEFAULT_CONTEXT_BUCKETS, WORD_SIZE_TH, bucket_plan,
-                                              encode_examples, make_batch, squad_batches)
+                                              cluster_groups, encode_examples, longest,
+                                              make_batch, squad_batches)
 from iss_keras.datasets.squad.evaluation import (best_span, evaluate, evaluate_file,
                                                  exact_match_score, f1_score,
                                                  metric_max_over_ground_truths, normalize_answer,
@@ -50,10 +51,10 @@ from iss_keras.datasets.squad.vocabulary import (CHAR_COUNT_TH, NULL, UNK, WORD_
 __all__ = [
     "CHAR_COUNT_TH", "DEFAULT_CONTEXT_BUCKETS", "DEV_ARTICLE_EVAL_EVERY", "DEV_ARTICLE_EVAL_OFFSET",
     "DEV_ARTICLE_NUM_ARTICLES", "NULL", "QUES_SIZE_TH", "SENT_SIZE_TH", "SPLITS", "SQUAD_VERSION",
-    "UNK", "WORD_COUNT_TH", "WORD_SIZE_TH", "answer_token_span", "best_span", "bucket_plan",
+    "UNK", "WORD_COUNT_TH", "WORD_SIZE_TH", "answer_token_span", "best_span", "bucket_plan", "cluster_groups",
     "build_vocabulary", "dev_article_eval_dataset", "dev_article_split", "encode_examples",
     "evaluate", "evaluate_file", "exact_match_score", "examples_from_articles", "f1_score",
-    "filter_training_examples", "load_squad", "load_vocabulary", "make_batch",
+    "filter_training_examples", "load_squad", "load_vocabulary", "longest", "make_batch",
     "metric_max_over_ground_truths", "normalize", "normalize_answer", "read_predictions",
     "read_squad", "read_squad_json", "save_vocabulary", "span_to_answer", "squad_batches",
     "tokenize_with_offsets", "unaligned_answers", "word_embedding_matrix",

@@ -103,6 +103,32 @@ def bucket_plan(encoded, batch_size, buckets=DEFAULT_CONTEXT_BUCKETS, max_contex
     return plan
 
 
+def cluster_groups(encoded, batch_size, max_context_len=SENT_SIZE_TH, seed=0):
+    """The original's `--cluster` (read_data.py:86-91): the examples shuffled once (by
+    `seed`), then sorted by context length (stable: ties stay shuffled; contexts longer than
+    `max_context_len` count as that long), then cut into batches of `batch_size` (the last
+    may be smaller). The batches are the same in every pass; only their order is drawn anew
+    (`random.sample` of the groups each epoch, read_data.py:91).
+
+    Returns a list of lists of example indices.
+    """
+    if not encoded:
+        raise ValueError("cluster_groups needs at least one example; received none.")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
+    cut = float("inf") if max_context_len is None else int(max_context_len)
+    shuffled = np.random.default_rng(seed).permutation(len(encoded)).tolist()
+    ordered = sorted(shuffled, key=lambda k: min(len(encoded[k]["context_words"]), cut))
+    return [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+
+def longest(encoded, indices, key, cut=None):
+    """The original's `--len_opt` (model.py:473-488): the length a batch is padded to is
+    its longest `key` ("context_words" or "question_words"), at most `cut`, at least 1."""
+    length = max([len(encoded[k][key]) for k in indices] + [1])
+    return length if cut is None else min(length, int(cut))
+
+
 def make_batch(encoded, indices, context_len, question_len, max_word_len=WORD_SIZE_TH,
                answer="first", rng=None):
     """Padded arrays for the examples `indices` of `encoded`.
