@@ -81,6 +81,20 @@ def test_equal_size_speed_quick_times_each_deployed_shape(tmp_path):
 
 
 @pytest.mark.slow
+def test_bidaf_step_quick_trains_both_variants_on_the_same_questions(tmp_path):
+    result = run_benchmark("bidaf_step", tmp_path)
+    (model,) = result["models"]
+    previous, fast = model["previous"], model["fast"]
+    assert model["hidden_size"] == 4 and model["train_questions"] == 8
+    # The same questions, batched two ways: buckets and 30-token questions pad more.
+    assert previous["context_padding"] > fast["context_padding"] >= 1.0
+    for key in ("train_questions_per_second", "eval_questions_per_second"):
+        assert model[f"{key}_speedup"] == pytest.approx(fast[key] / previous[key])
+        assert previous[key] > 0 and fast[key] > 0
+    assert set(result["goals"]) == {"train_speedup_d4"}
+
+
+@pytest.mark.slow
 def test_train_overhead_quick_reports_ratios(tmp_path):
     result = run_benchmark("train_overhead", tmp_path)
     assert set(result["tokens_per_second"]) >= {"plain", "iss_penalty", "iss_full"}
