@@ -154,3 +154,44 @@ def test_elementwise_penalty_is_added_to_the_iss_penalty():
     reg = recurrent.regularizer
     expected = 0.1 * value(reg.penalty()) + 0.01 * np.abs(value(recurrent)).sum()
     np.testing.assert_allclose(value(reg(recurrent)), expected, rtol=1e-5)
+
+
+def _gathered_sq_norms(family, values):
+    """Each component's squared norm by enumerating its weights (`Footprint.indices`, the
+    index arrays), each weight once: the reference the strided-slice formula must equal."""
+    seen = {}
+    for fp in family.penalized:
+        shape = values[fp.variable].shape
+        chosen = seen.setdefault(fp.variable, np.zeros((family.size,) + shape, bool))
+        index = fp.indices(family.size)
+        for j in range(family.size):
+            where = [slice(None)] * len(shape)
+            where[fp.axis] = index[j]
+            chosen[j][tuple(where)] = True
+    return np.array([sum(float(np.sum(values[p][mask[j]] ** 2)) for p, mask in seen.items())
+                     for j in range(family.size)])
+
+
+@pytest.mark.parametrize("build", ["lm", "bidirectional", "rhn"])
+def test_strided_group_norms_equal_the_enumerated_components(build):
+    """`group_sq_norms` sums strided slices and subtracts diagonals (no gather); each family
+    here (LSTM LM, bidirectional LSTMs, the tied RHN) has it equal to each component's
+    weights enumerated one by one, each weight once."""
+    if build == "lm":
+        model = lstm_lm()
+    elif build == "bidirectional":
+        inp = keras.Input((None, 4))
+        x = keras.layers.Bidirectional(keras.layers.LSTM(3, return_sequences=True))(inp)
+        x = keras.layers.Bidirectional(keras.layers.GRU(2, return_sequences=True))(x)
+        model = keras.Model(inp, keras.layers.Dense(2)(x))
+    else:
+        from iss_keras.models.rhn import rhn_language_model
+        model = rhn_language_model(30, 6, depth=2, tied=True)
+    randomize(model, seed=3)
+    values = {v.path: value(v) for v in model.weights}
+    families = iss_keras.discover_groups(model)
+    assert families
+    for family in families:
+        got = value(iss_keras.groups.group_sq_norms(family, iss_keras.groups.variables_by_path(
+            model)))
+        np.testing.assert_allclose(got, _gathered_sq_norms(family, values), rtol=1e-5)
