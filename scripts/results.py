@@ -452,6 +452,42 @@ def deploy_speed_table(result):
         "Goals: " + "; ".join(goals) + "."])
 
 
+def bidaf_step_table(result):
+    """Markdown: benchmarks/bidaf_step.py's kept run, questions/s of the previous and the fast
+    BiDAF step at each d, with the machine and its load."""
+    if result is None:
+        return ("(no kept run: `python benchmarks/bidaf_step.py "
+                "--out=benchmarks/results/bidaf_step.json`)")
+    columns = ["d", "training questions/s: previous → fast", "speed-up",
+               "evaluation questions/s: previous → fast", "speed-up",
+               "context padding (padded / real tokens): previous → fast"]
+    rows = []
+    for m in result["models"]:
+        previous, fast = m["previous"], m["fast"]
+        rows.append([str(m["hidden_size"]),
+                     f"{previous['train_questions_per_second']:.1f} → "
+                     f"{fast['train_questions_per_second']:.1f}",
+                     f"**{m['train_questions_per_second_speedup']:.2f}×**",
+                     f"{previous['eval_questions_per_second']:.1f} → "
+                     f"{fast['eval_questions_per_second']:.1f}",
+                     f"{m['eval_questions_per_second_speedup']:.2f}×",
+                     f"{previous['context_padding']:.2f} → {fast['context_padding']:.2f}"])
+    run, before = result["run"], result["load_before"]["load"]
+    after = result["load_after"]["load"]
+    goals = "; ".join(f"{name.replace('_', ' ')}: {g['got']:.2f}× (goal ≥ {g['goal']:.1f}×, "
+                      f"{'met' if g['met'] else '**not met**'})"
+                      for name, g in result["goals"].items())
+    return "\n".join([
+        f"{run['machine']['cpu']} ×{run['machine']['cores']}, {run['date_utc'][:10]}, commit "
+        f"`{(run['commit'] or '?')[:7]}`"
+        f"{' (+ uncommitted changes)' if run.get('uncommitted_changes') else ''}, batch "
+        f"{result['batch_size']}, "
+        f"{result['models'][0]['train_questions']} training questions batched both ways; load "
+        f"average {before[0]:.2f} before, {after[0]:.2f} after "
+        f"({'shared with other processes' if result['shared'] else 'nothing else running'}).",
+        "", _markdown(columns, rows), "", f"Goals: {goals}."])
+
+
 def load_benchmarks(script):
     """backend -> the JSON kept as benchmarks/results/<script>_<backend>.json."""
     found = {}
@@ -606,6 +642,7 @@ def tables():
                                              anchors.get("gate_neuron", {})),
             "bidaf": bidaf_table(load_runs("bidaf")),
             "deploy-speed": deploy_speed_table(load_benchmark("inference_speed")),
+            "bidaf-step": bidaf_step_table(load_benchmark("bidaf_step")),
             "train-overhead": train_overhead_table(load_benchmarks("train_overhead"))}
 
 

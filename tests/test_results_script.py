@@ -183,3 +183,44 @@ def test_deploy_speed_table_shows_each_time_with_its_ratio_and_the_goals():
                   "shrunk 0.2 (40.00×)", "80.00× (goal ≥ 100.00×, **not met**)"):
         assert words in text, words
     assert "no kept run" in results_script.deploy_speed_table(None)
+
+
+def test_equal_size_table_sets_each_method_beside_the_dense_model():
+    dense = fake_results(hidden_after=[200, 200], weights_after=4_651_600,
+                         macs_per_token_after=2_640_000, test_perplexity_shrunk=115.0)
+    iss = fake_results(hidden_after=[46, 118], weights_after=3_313_328,
+                       macs_per_token_after=1_320_000, test_perplexity_shrunk=112.6)
+    gmp = fake_results(hidden_before=[200, 200], hidden_after=[200, 200], weights_after=4_651_600,
+                       nonzero_weights=3_313_000, macs_per_token_after=2_640_000,
+                       test_perplexity_shrunk=113.9, magnitude={"sparsity": 0.288217})
+    speed = {"run": dense["run"] | {"date_utc": "2026-12-06T00:00:00+00:00"},
+             "load_before": {"load": [0.1, 0.1, 0.1]}, "shared": False, "repeats": 21,
+             "tflite_threads": 2, "models": {
+                 "dense": {"hidden": [200, 200], "zeroed": 0.0, "speedup_vs_dense": 1.0},
+                 "units_46_118": {"hidden": [46, 118], "zeroed": 0.0, "speedup_vs_dense": 1.71},
+                 "zeroed_0p288217": {"hidden": [200, 200], "zeroed": 0.288217,
+                                     "speedup_vs_dense": 0.99}}}
+    table = results_script.equal_size_table(
+        {"small": dense, "small_target2x": iss, "small_gmp_2x": gmp}, speed)
+    rows = {line.split(" | ")[2]: line for line in table.splitlines() if line.startswith("| ")}
+    assert "| 112.60 | 1,320,000 (2.00×) | 3,313,328 | 1.71× |" in rows["`small_target2x`"]
+    # Unstructured pruning: dense shapes, its nonzero weights, the zeroed model's speed.
+    assert "| 113.90 | 2,640,000 (1.00×) | 3,313,000 | 0.99× |" in rows["`small_gmp_2x`"]
+    assert "(not run yet)" in rows["`small_unit_prune_3x`"]
+    assert "nothing else running" in table
+
+
+def test_bidaf_step_table_reads_both_variants_and_the_goal():
+    variant = {"train_questions_per_second": 60.0, "eval_questions_per_second": 200.0,
+               "context_padding": 1.3}
+    fast = {"train_questions_per_second": 96.0, "eval_questions_per_second": 300.0,
+            "context_padding": 1.02}
+    result = {"run": fake_results()["run"], "load_before": {"load": [0.2, 0.2, 0.2]},
+              "load_after": {"load": [1.9, 1.0, 0.5]}, "shared": False, "batch_size": 60,
+              "models": [{"hidden_size": 32, "train_questions": 960, "previous": variant,
+                          "fast": fast, "train_questions_per_second_speedup": 1.6,
+                          "eval_questions_per_second_speedup": 1.5}],
+              "goals": {"train_speedup_d32": {"got": 1.6, "goal": 1.5, "met": True}}}
+    table = results_script.bidaf_step_table(result)
+    assert "| 32 | 60.0 → 96.0 | **1.60×** | 200.0 → 300.0 | 1.50× | 1.30 → 1.02 |" in table
+    assert "train speedup d32: 1.60× (goal ≥ 1.5×, met)" in table
