@@ -301,11 +301,15 @@ def evaluation_batches(encoded, config):
                                        max_word_len=config.word_size_th)
         return
     ordered = sorted(range(len(encoded)), key=lambda k: len(encoded[k]["context_words"]))
+    plan = []
     for i in range(0, len(ordered), config.eval_batch_size):
         indices = ordered[i:i + config.eval_batch_size]
-        yield squad.make_batch(encoded, indices,
-                               squad.longest(encoded, indices, "context_words"),
-                               squad.longest(encoded, indices, "question_words"),
+        plan.append(((squad.longest(encoded, indices, "context_words"),
+                      squad.longest(encoded, indices, "question_words")), indices))
+    # A second batch differing in both lengths: the compiled predict step then generalizes
+    # both at its second call and is not traced again (Keras relaxes a shape when it changes).
+    for (context_len, question_len), indices in _differing_first_two(plan):
+        yield squad.make_batch(encoded, indices, context_len, question_len,
                                config.word_size_th)
 
 
