@@ -194,19 +194,10 @@ def _hyperplane_sums(value, axis):
     return ops.sum(value, axis=other) if other else value
 
 
-def _strided(vector, begin, step, size):
-    """`vector[begin + j * step]` for `j < size`: a strided slice (its gradient is a pad, where
-    a gather's is a scatter)."""
-    return vector[begin:begin + step * (size - 1) + 1:step]
-
-
 def group_sq_norms(family, variables, footprints=None):
     """Squared L2 norm of each component, each weight counted once.
 
-    Works on any backend with `keras.ops`, so it can sit inside a loss. Every footprint
-    is a strided pattern (`start + j * step + offset`), so each part is a sum of strided
-    slices, and each weight two footprints share a sum of diagonals: no gather, whose
-    gradient (a scatter into the whole variable) costs more than the penalty itself.
+    Works on any backend with `keras.ops`, so it can sit inside a loss.
 
     Args:
         family: a `UnitFamily`.
@@ -217,47 +208,27 @@ def group_sq_norms(family, variables, footprints=None):
         A tensor of shape `(family.size,)`.
     """
     footprints = family.penalized if footprints is None else footprints
-    size = family.size
-    parts, twice = [], []
+    total = None
     squares = {}
     for fp in footprints:
         if fp.variable not in squares:
             w = variables[fp.variable]
             squares[fp.variable] = ops.square(ops.convert_to_tensor(w))
         sums = _hyperplane_sums(squares[fp.variable], fp.axis)
-        parts += [_strided(sums, fp.start + offset, fp.step, size) for offset in fp.offsets]
+        part = ops.sum(ops.take(sums, fp.indices(family.size), axis=0), axis=1)
+        total = part if total is None else total + part
     # A weight in two footprints of the same 2-D variable (e.g. the recurrent
     # kernel's row j and its gate columns j) was added twice: subtract it once.
-    for path, rows, cols in crossing_footprints(family, footprints):
+    for path, r, c in crossings(family, footprints):
         sq = squares[path]
         if len(sq.shape) != 2:
             raise ValueError(
                 f"Overlapping footprints are supported on 2-D variables only; "
                 f"{path!r} has shape {tuple(sq.shape)}.")
-        for r in rows.offsets:
-            for c in cols.offsets:
-                block = sq[rows.start + r:rows.start + r + rows.step * (size - 1) + 1:rows.step,
-                           cols.start + c:cols.start + c + cols.step * (size - 1) + 1:cols.step]
-                twice.append(ops.diagonal(block))
-    # One reduction each (a compiler keeps its order: compiled and eager norms are equal).
-    total = ops.sum(ops.stack(parts), axis=0)
-    if twice:
-        total = total - ops.sum(ops.stack(twice), axis=0)
+        flat_idx = r * int(sq.shape[1]) + c
+        overlap = ops.take(ops.reshape(sq, (-1,)), flat_idx.reshape(family.size, -1), axis=0)
+        total = total - ops.sum(overlap, axis=1)
     return ops.maximum(total, 0.0)
-
-
-def crossing_footprints(family, footprints):
-    """Pairs of footprints of one 2-D variable that cross (a row footprint and a column one):
-    yields `(variable path, row footprint, column footprint)`."""
-    for a_pos, fa in enumerate(footprints):
-        for fb in footprints[a_pos + 1:]:
-            if fa.variable != fb.variable:
-                continue
-            if fa.axis == fb.axis:
-                raise ValueError(
-                    f"Two footprints of family {family.name!r} index the same axis of "
-                    f"{fa.variable!r}: {fa!r} and {fb!r}. Merge them into one.")
-            yield (fa.variable,) + ((fa, fb) if fa.axis == 0 else (fb, fa))
 
 
 def crossings(family, footprints):
@@ -267,9 +238,17 @@ def crossings(family, footprints):
     `(size, n_rows, 1)` and `(size, 1, n_cols)`, so `w[rows, cols]` is each
     component's block of weights that both footprints hold.
     """
-    for path, rows, cols in crossing_footprints(family, footprints):
-        yield (path, rows.indices(family.size)[:, :, None],
-               cols.indices(family.size)[:, None, :])
+    for a_pos, fa in enumerate(footprints):
+        for fb in footprints[a_pos + 1:]:
+            if fa.variable != fb.variable:
+                continue
+            if fa.axis == fb.axis:
+                raise ValueError(
+                    f"Two footprints of family {family.name!r} index the same axis of "
+                    f"{fa.variable!r}: {fa!r} and {fb!r}. Merge them into one.")
+            rows, cols = (fa, fb) if fa.axis == 0 else (fb, fa)
+            yield (fa.variable, rows.indices(family.size)[:, :, None],
+                   cols.indices(family.size)[:, None, :])
 
 
 def group_lasso(family, variables, epsilon=1e-8):
