@@ -40,7 +40,7 @@ start_backend_quietly()
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from inference_speed import SHARED_LOAD, load_average  # noqa: E402
+from machine_state import load_average, machine_before, was_shared  # noqa: E402
 from iss_keras.datasets import squad  # noqa: E402
 from iss_keras.files import write_text  # noqa: E402
 from iss_keras.models.bidaf import bidaf  # noqa: E402
@@ -183,7 +183,7 @@ def measure(args, d, task, vocabulary, vectors):
 
 def main(argv=None):
     args = parse_args(argv)
-    before = load_average()
+    before = machine_before()
     start = time.perf_counter()
     config = qa.QuestionAnsweringConfig(squad_dev=args.squad_dev, glove=args.glove,
                                         glove_dim=args.glove_dim, batch_size=args.batch_size)
@@ -194,7 +194,7 @@ def main(argv=None):
     for d in args.hidden_sizes:
         result["models"].append(measure(args, d, task, vocabulary, vectors))
     result["load_after"] = load_average()
-    result["shared"] = before["load"][0] > SHARED_LOAD
+    result["shared"] = was_shared(before)
     result["seconds"] = round(time.perf_counter() - start, 1)
     result["goals"] = {f"train_speedup_d{m['hidden_size']}": {
         "got": m["train_questions_per_second_speedup"], "goal": 1.5,

@@ -40,7 +40,8 @@ start_backend_quietly()  # no C++ start-up noise on the first screen
 
 import numpy as np  # noqa: E402
 
-from inference_speed import SHARED_LOAD, load_average, tflite_export, tflite_stream  # noqa: E402
+from inference_speed import tflite_export, tflite_stream  # noqa: E402
+from machine_state import load_average, machine_before, was_shared  # noqa: E402
 from iss_keras.files import write_text  # noqa: E402
 from iss_keras.models.lstm_lm import lstm_language_model  # noqa: E402
 from iss_keras.provenance import provenance  # noqa: E402
@@ -117,7 +118,7 @@ def build(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    before = load_average()
+    before = machine_before()
     models = build(args)
     result = {"run": provenance(), "load_before": before, "repeats": args.repeats,
               "stream_tokens": args.stream_tokens, "tflite_threads": args.threads,
@@ -141,7 +142,7 @@ def main(argv=None):
         entry["ms_per_token"] = ms[name]
         entry["speedup_vs_dense"] = ms["dense"]["median"] / ms[name]["median"]
     result["load_after"] = load_average()
-    result["shared"] = before["load"][0] > SHARED_LOAD
+    result["shared"] = was_shared(before)
     for name, entry in result["models"].items():
         print(f"{name:<18} hidden {'/'.join(map(str, entry['hidden'])):<9} zeroed "
               f"{entry['zeroed']:.3f}  {entry['ms_per_token']['median']:.4f} ms/token  "

@@ -33,7 +33,6 @@ is recorded before, during and after (`shared`: something else was running).
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -45,6 +44,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from iss_keras import export  # noqa: E402
+from machine_state import load_average, machine_before, was_shared  # noqa: E402
 from iss_keras.files import write_text  # noqa: E402
 from iss_keras.models.lstm_lm import hidden_sizes, lstm_language_model  # noqa: E402
 from iss_keras.provenance import provenance  # noqa: E402
@@ -54,8 +54,6 @@ from iss_keras.timing import interleaved_medians  # noqa: E402
 
 INT8_FORMS = ("int8_full", "int8")  # full-integer, dynamic-range
 WINDOW = (10, 30)  # batch x steps of the one-call workloads
-# A load average (1 min) above this before the run means another process was using the CPUs.
-SHARED_LOAD = 0.5
 
 
 def parse_args(argv=None):
@@ -186,15 +184,6 @@ def tflite_window(blob, model, batch, steps, threads):
     return lambda: export.run_tflite(interp, inputs, names, outputs)
 
 
-def load_average():
-    """(1, 5, 15-minute load averages, `uptime`'s line)."""
-    try:
-        line = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        line = ""
-    return {"load": [round(x, 2) for x in os.getloadavg()], "uptime": line}
-
-
 def profile(args, small):
     """Batch-1 streaming time of the shrunk model, its model without the softmax layer (the
     embedding lookup and the LSTM steps) and a 1-unit LM (the per-call floor: interpreter,
@@ -224,7 +213,7 @@ def profile(args, small):
 
 def main(argv=None):
     args = parse_args(argv)
-    before = load_average()
+    before = machine_before()
     if args.profile:
         result = {"load_before": before, **profile(args, load_pair(args)[1])}
         write_text(args.out, json.dumps(result, indent=1))
@@ -287,7 +276,7 @@ def main(argv=None):
                 "vs_dense_float": {v: medians["dense_float"] / t for v, t in medians.items()}}
             result["load_during"][workload] = load_average()["load"]
     result["load_after"] = load_average()
-    result["shared"] = before["load"][0] > SHARED_LOAD
+    result["shared"] = was_shared(before)
     stream_ms = result["timings"]["tflite_batch1_stream"]["ms"]
     result["int8"] = (min(int8_forms, key=lambda q: stream_ms[f"shrunk_{q}"])
                       if args.int8 == "fastest" else args.int8)

@@ -34,7 +34,9 @@ import numpy as np  # noqa: E402
 
 import iss_keras  # noqa: E402
 import training_common  # noqa: E402  (beside this script)
+from machine_state import cpu_busy  # noqa: E402  (beside this script)
 from iss_keras.files import write_text  # noqa: E402
+from iss_keras.provenance import provenance  # noqa: E402
 from iss_keras.models.lstm_lm import lstm_language_model  # noqa: E402
 from iss_keras.sparsity import ISS, Sparsity, WeightZeroing  # noqa: E402
 from iss_keras.tasks.language_model import stream_batches  # noqa: E402
@@ -106,6 +108,7 @@ def round_ratios(times, clock):
 
 def main(argv=None):
     args = parse_args(argv)
+    busy_before = cpu_busy()
     load_before = os.getloadavg()
     rng = np.random.default_rng(0)
     ids = rng.integers(0, args.vocab_size, args.chunk_batches * args.batch_size * args.steps + 1)
@@ -127,8 +130,10 @@ def main(argv=None):
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "backend": keras.backend.backend(), "keras": keras.__version__,
                     "load_average_before": list(load_before),
+                    "cpu_busy_before": busy_before,
                     "load_average_after": list(os.getloadavg())},
         "date_utc": time.strftime("%Y-%m-%d", time.gmtime()),
+        "run": provenance(),
         "shape": {"vocab_size": args.vocab_size, "hidden": [args.hidden] * 2, "steps": args.steps,
                   "batch_size": args.batch_size, "tokens_per_chunk": int(tokens)},
         "repeats": args.repeats, "torch": torch_note,

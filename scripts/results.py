@@ -409,6 +409,18 @@ DEPLOY_WORKLOADS = (
 INT8_NAMES = {"int8_full": "full-integer int8", "int8": "dynamic-range int8"}
 
 
+def _machine_load(result):
+    """How busy the machine was around a benchmark run: the load averages and, where
+    recorded, the other work's share of the CPUs just before it (`cpu_busy`)."""
+    before, after = result["load_before"], result.get("load_after")
+    text = f"load average {before['load'][0]:.2f} before"
+    if after:
+        text += f", {after['load'][0]:.2f} after"
+    if before.get("cpu_busy") is not None:
+        text += f"; CPUs {100 * before['cpu_busy']:.0f} % busy with other work just before"
+    return text + (f" ({'shared with other processes' if result['shared'] else 'nothing else running'})")
+
+
 def deploy_speed_table(result):
     """Markdown: benchmarks/inference_speed.py's kept run, each time with its speedup over
     dense float; the other int8 form and the goals below it, the machine and load above."""
@@ -436,7 +448,6 @@ def deploy_speed_table(result):
               if key in result["timings"] and f"shrunk_{other}" in result["timings"][key]["ms"]]
     goals = [f"{name.replace('_', ' ')}: {g['got']:.2f}× (goal ≥ {g['goal']:.2f}×, "
              f"{'met' if g['met'] else '**not met**'})" for name, g in result["goals"].items()]
-    before, after = result["load_before"]["load"], result["load_after"]["load"]
     return "\n".join([
         f"Hidden {'/'.join(map(str, result['hidden_sizes']['dense']))} → "
         f"{'/'.join(map(str, result['hidden_sizes']['shrunk']))}, multiply-adds per token "
@@ -444,8 +455,7 @@ def deploy_speed_table(result):
         f"{run['machine']['cpu']}, {run['machine']['cores']} cores, TensorFlow "
         f"{run['versions'].get('tensorflow', '?')}, {run['date_utc'][:10]}, commit "
         f"`{(run['commit'] or '?')[:7]}`; medians of {result['repeats']} interleaved rounds; "
-        f"load average {before[0]:.2f} before, {after[0]:.2f} after "
-        f"({'shared with other processes' if result['shared'] else 'nothing else running'}). "
+        f"{_machine_load(result)}. "
         f"Cells: time (speedup over dense float). The int8 columns are {INT8_NAMES[int8]}, "
         f"{result.get('int8_chosen_by', 'chosen')}.", "", table, "",
         f"The other int8 form, {INT8_NAMES[other]}: " + "; ".join(others) + ".", "",
@@ -472,8 +482,7 @@ def bidaf_step_table(result):
                      f"{fast['eval_questions_per_second']:.1f}",
                      f"{m['eval_questions_per_second_speedup']:.2f}×",
                      f"{previous['context_padding']:.2f} → {fast['context_padding']:.2f}"])
-    run, before = result["run"], result["load_before"]["load"]
-    after = result["load_after"]["load"]
+    run = result["run"]
     goals = "; ".join(f"{name.replace('_', ' ')}: {g['got']:.2f}× (goal ≥ {g['goal']:.1f}×, "
                       f"{'met' if g['met'] else '**not met**'})"
                       for name, g in result["goals"].items())
@@ -482,9 +491,8 @@ def bidaf_step_table(result):
         f"`{(run['commit'] or '?')[:7]}`"
         f"{' (+ uncommitted changes)' if run.get('uncommitted_changes') else ''}, batch "
         f"{result['batch_size']}, "
-        f"{result['models'][0]['train_questions']} training questions batched both ways; load "
-        f"average {before[0]:.2f} before, {after[0]:.2f} after "
-        f"({'shared with other processes' if result['shared'] else 'nothing else running'}).",
+        f"{result['models'][0]['train_questions']} training questions batched both ways; "
+        f"{_machine_load(result)}.",
         "", _markdown(columns, rows), "", f"Goals: {goals}."])
 
 
@@ -514,8 +522,11 @@ def train_overhead_table(results):
     rows = []
     for backend, r in sorted(results.items()):
         load = r["machine"]
+        busy = load.get("cpu_busy_before")
         where = (f"{load['load_average_before'][0]:.2f} → {load['load_average_after'][0]:.2f} "
-                 f"on {load['cpus']} cores, {r['date_utc']}")
+                 + (f"(CPUs {100 * busy:.0f} % busy with other work just before) "
+                    if busy is not None else "")
+                 + f"on {load['cpus']} cores, {r['date_utc']}")
         for name, label in TRAIN_OVERHEAD_CANDIDATES.items():
             if name not in r["tokens_per_second"]:
                 continue
@@ -598,14 +609,13 @@ def equal_size_table(runs, speed):
     if speed is None:
         return table + ("\n\nTFLite speedups: no kept run of `python benchmarks/equal_size_"
                         "speed.py --out=benchmarks/results/equal_size_speed.json`.")
-    run, before = speed["run"], speed["load_before"]["load"]
+    run = speed["run"]
     return table + (
         f"\n\nSpeedups: `benchmarks/equal_size_speed.py` (every deployed shape exported with "
         f"`export_tflite`, timed one token per call with the state carried, "
         f"{speed['tflite_threads']} threads, medians of {speed['repeats']} interleaved rounds), "
         f"{run['machine']['cpu']} ×{run['machine']['cores']}, {run['date_utc'][:10]}, commit "
-        f"`{(run['commit'] or '?')[:7]}`, load average {before[0]:.2f} before "
-        f"({'shared with other processes' if speed['shared'] else 'nothing else running'}).")
+        f"`{(run['commit'] or '?')[:7]}`, {_machine_load(speed)}.")
 
 
 def classic_gmp_table(runs):
