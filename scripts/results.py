@@ -418,7 +418,8 @@ def _machine_load(result):
         text += f", {after['load'][0]:.2f} after"
     if before.get("cpu_busy") is not None:
         text += f"; CPUs {100 * before['cpu_busy']:.0f} % busy with other work just before"
-    return text + (f" ({'shared with other processes' if result['shared'] else 'nothing else running'})")
+    shared = "shared with other processes" if result["shared"] else "nothing else running"
+    return f"{text} ({shared})"
 
 
 def deploy_speed_table(result):
@@ -642,13 +643,14 @@ def classic_gmp_table(runs):
 def tables():
     with open(os.path.join(RESULTS, "anchors.json")) as f:
         anchors = json.load(f)
-    return {"ptb": runs_table(load_runs("ptb"), anchors["ptb"]),
+    ptb = load_runs("ptb")
+    return {"ptb": runs_table(ptb, anchors["ptb"]),
             "ptb-anchors": anchors_table(anchors["ptb"]),
-            "ptb-equal-size": equal_size_table(load_runs("ptb"), load_benchmark("equal_size_speed")),
-            "ptb-gmp": classic_gmp_table(load_runs("ptb")),
+            "ptb-equal-size": equal_size_table(ptb, load_benchmark("equal_size_speed")),
+            "ptb-gmp": classic_gmp_table(ptb),
             "rhns": runs_table(load_runs("rhns"), anchors.get("rhns", {})),
             "sentiment": sentiment_table(load_runs("sentiment"), anchors.get("sentiment", {})),
-            "gate-neuron": gate_neuron_table({**load_runs("sentiment"), **load_runs("ptb")},
+            "gate-neuron": gate_neuron_table({**load_runs("sentiment"), **ptb},
                                              anchors.get("gate_neuron", {})),
             "bidaf": bidaf_table(load_runs("bidaf")),
             "deploy-speed": deploy_speed_table(load_benchmark("inference_speed")),

@@ -158,7 +158,7 @@ def test_elementwise_penalty_is_added_to_the_iss_penalty():
 
 def _gathered_sq_norms(family, values):
     """Each component's squared norm by enumerating its weights (`Footprint.indices`, the
-    index arrays), each weight once: the reference the strided-slice formula must equal."""
+    index arrays), each weight once: the reference `group_sq_norms` must equal."""
     seen = {}
     for fp in family.penalized:
         shape = values[fp.variable].shape
@@ -173,9 +173,9 @@ def _gathered_sq_norms(family, values):
 
 
 @pytest.mark.parametrize("build", ["lm", "bidirectional", "rhn"])
-def test_strided_group_norms_equal_the_enumerated_components(build):
-    """`group_sq_norms` sums strided slices and subtracts diagonals (no gather); each family
-    here (LSTM LM, bidirectional LSTMs, the tied RHN) has it equal to each component's
+def test_group_norms_equal_the_enumerated_components(build):
+    """`group_sq_norms` (per-footprint sums, the weights two footprints share subtracted once);
+    each family here (LSTM LM, bidirectional LSTMs, the tied RHN) has it equal to each component's
     weights enumerated one by one, each weight once."""
     if build == "lm":
         model = lstm_lm()

@@ -49,14 +49,14 @@ from iss_keras.datasets.squad.vocabulary import (CHAR_COUNT_TH, NULL, UNK, WORD_
                                                  save_vocabulary, word_embedding_matrix)
 
 __all__ = [
-    "CHAR_COUNT_TH", "DEFAULT_CONTEXT_BUCKETS", "DEV_ARTICLE_EVAL_EVERY", "DEV_ARTICLE_EVAL_OFFSET",
-    "DEV_ARTICLE_NUM_ARTICLES", "NULL", "QUES_SIZE_TH", "SENT_SIZE_TH", "SPLITS", "SQUAD_VERSION",
-    "UNK", "WORD_COUNT_TH", "WORD_SIZE_TH", "answer_token_span", "best_span", "bucket_plan", "cluster_groups",
-    "build_vocabulary", "dev_article_eval_dataset", "dev_article_split", "encode_examples",
-    "evaluate", "evaluate_file", "exact_match_score", "examples_from_articles", "f1_score",
-    "filter_training_examples", "load_squad", "load_vocabulary", "longest", "make_batch",
-    "metric_max_over_ground_truths", "normalize", "normalize_answer", "read_predictions",
-    "read_squad", "read_squad_json", "save_vocabulary", "span_to_answer", "squad_batches",
-    "tokenize_with_offsets", "unaligned_answers", "word_embedding_matrix",
-    "write_dev_article_eval_json", "write_predictions",
+    "CHAR_COUNT_TH", "DEFAULT_CONTEXT_BUCKETS", "DEV_ARTICLE_EVAL_EVERY",
+    "DEV_ARTICLE_EVAL_OFFSET", "DEV_ARTICLE_NUM_ARTICLES", "NULL", "QUES_SIZE_TH", "SENT_SIZE_TH",
+    "SPLITS", "SQUAD_VERSION", "UNK", "WORD_COUNT_TH", "WORD_SIZE_TH", "answer_token_span",
+    "best_span", "bucket_plan", "build_vocabulary", "cluster_groups", "dev_article_eval_dataset",
+    "dev_article_split", "encode_examples", "evaluate", "evaluate_file", "exact_match_score",
+    "examples_from_articles", "f1_score", "filter_training_examples", "load_squad",
+    "load_vocabulary", "longest", "make_batch", "metric_max_over_ground_truths", "normalize",
+    "normalize_answer", "read_predictions", "read_squad", "read_squad_json", "save_vocabulary",
+    "span_to_answer", "squad_batches", "tokenize_with_offsets", "unaligned_answers",
+    "word_embedding_matrix", "write_dev_article_eval_json", "write_predictions",
 ]
