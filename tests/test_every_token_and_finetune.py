@@ -90,3 +90,51 @@ def test_sparselarge_iss_finetune_flagfile_is_finetuning_json():
         [options[cls] for cls in sparsity_lib.option_classes()],
         sparsity_lib.OptionContext(epochs=train.epochs, seed=train.seed))
     assert chosen.methods == []
+
+
+def _one_sgd_step(freeze_mode, weights, gradient, clip=0.0):
+    train = TrainConfig(learning_rate=1.0, max_grad_norm=clip, freeze_mode=freeze_mode)
+    optimizer = train.make_optimizer(loss_scale=1.0)
+    variable = keras.Variable(np.array(weights, dtype="float32"))
+    optimizer.apply([keras.ops.convert_to_tensor(np.array(gradient, dtype="float32"))], [variable])
+    return optimizer, keras.ops.convert_to_numpy(variable)
+
+
+def test_freeze_mode_element_keeps_near_zero_weights_where_they_are():
+    # ptb_word_lm.py:221-247: |w| < 1e-4 (its zero_threshold, :75) -> gradient zeroed.
+    weights, gradient = [0.0, 5e-5, -9e-5, 2e-4, 0.3], [1.0, 1.0, -1.0, 1.0, 1.0]
+    _, moved = _one_sgd_step("", weights, gradient)
+    optimizer, kept = _one_sgd_step("element", weights, gradient)
+    np.testing.assert_allclose(moved, np.array(weights) - gradient, rtol=1e-6)
+    np.testing.assert_allclose(kept, [0.0, 5e-5, -9e-5, 2e-4 - 1.0, 0.3 - 1.0], rtol=1e-6)
+    assert optimizer.get_config()["freeze_threshold"] == 1e-4
+
+
+def test_freeze_mode_zeroes_after_the_global_clip():
+    # The original clips first (clip_by_global_norm over every gradient, frozen ones included),
+    # then zeroes: the unfrozen weight moves by its share of the clipped norm-1 gradient.
+    _, kept = _one_sgd_step("element", [0.0, 1.0], [3.0, 4.0], clip=1.0)
+    np.testing.assert_allclose(kept, [0.0, 1.0 - 0.8], rtol=1e-5)
+
+
+def test_freeze_mode_refuses_unknown_modes():
+    with pytest.raises(ValueError, match="freeze_mode must be one of .*'group'"):
+        TrainConfig(freeze_mode="group")
+
+
+def test_frozen_finetune_flagfile_is_the_finetune_plus_the_element_freeze(monkeypatch):
+    monkeypatch.chdir(ROOT)  # its nested flagfile is read from the repository root
+    base = read_trainer_options("ptb/train.py",
+                                "--flagfile=ptb/configs/sparselarge_iss_finetune.flags")
+    frozen = read_trainer_options("ptb/train.py",
+                                  "--flagfile=ptb/configs/sparselarge_iss_finetune_frozen.flags")
+    assert base[TrainConfig].freeze_mode == ""
+    assert frozen[TrainConfig].freeze_mode == "element"
+    assert frozen[RunOptions].workdir == "runs/ptb/sparselarge_iss_finetune_frozen"
+    frozen = {cls.__qualname__: vars(options) for cls, options in frozen.items()}
+    for cls, options in base.items():  # each reading defines the trainer's classes anew
+        if cls is RunOptions:
+            continue
+        expected = {**vars(options), "freeze_mode": "element"} if cls is TrainConfig else vars(
+            options)
+        assert frozen[cls.__qualname__] == expected, cls

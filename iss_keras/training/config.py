@@ -17,6 +17,7 @@ import dataclasses
 import keras
 
 from iss_keras.options import check_at_least, check_fraction, check_positive, option
+from iss_keras.training.freeze import FREEZE_MODES, frozen_optimizer_class
 
 SCHEDULES = ("zaremba", "step", "constant")
 TEST_CHECKPOINTS = ("last", "best_valid")
@@ -48,6 +49,10 @@ class TrainConfig:
                                   "the averages are loaded only to test or fine-tune, load_ema, "
                                   "graph_handler.py:41-45); checkpoints and the test hold the "
                                   "averages either way.", ours=True)
+    freeze_mode: str = option(
+        "", "element: weights with |w| < 1e-4 get no update (their gradient is zeroed after "
+        "clipping), so zeros stay zero; the ISS original's --freeze_mode for fine-tuning a "
+        "sparse model (ptb_word_lm.py:221-247). Empty: off.", choices=FREEZE_MODES)
     seed: int = option(0, "Random seed (initializers, dropout).")
     test_checkpoint: str = option(
         "last", "Weights tested, rebuilt and exported: the last epoch's (the ptb original) or "
@@ -61,7 +66,8 @@ class TrainConfig:
         check_positive(self, "lr_decay")
         check_fraction(self, "ema")
         for name, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", SCHEDULES),
-                              ("test_checkpoint", TEST_CHECKPOINTS)):
+                              ("test_checkpoint", TEST_CHECKPOINTS),
+                              ("freeze_mode", FREEZE_MODES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}. "
                                  f"Received: {name}={getattr(self, name)!r}")
@@ -85,6 +91,8 @@ class TrainConfig:
 
     def make_optimizer(self, loss_scale):
         cls = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}[self.optimizer]
+        if self.freeze_mode == "element":
+            cls = frozen_optimizer_class(cls)
         ema = {"use_ema": True, "ema_momentum": self.ema} if self.ema else {}
         return cls(self.keras_learning_rate(0, loss_scale),
                    global_clipnorm=self.keras_clipnorm(loss_scale), **ema)
