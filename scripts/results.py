@@ -322,6 +322,7 @@ def gate_neuron_table(runs, anchors):
     their final numbers and, where their log has it, the same epoch as ours."""
     columns = ["config", "method", "epochs", "hidden kept", "input dims kept", "vocabulary kept",
                "non-constant gates i/f/c/o", "compression (weights / nonzero)",
+               "compression, their count (matrices only)",
                "multiply-adds / token (rebuilt)", "test (rebuilt = sparse)",
                "their log, same epoch", "their log, final",
                "machine, backend, wall time, date, commit"]
@@ -348,6 +349,8 @@ def gate_neuron_table(runs, anchors):
             str(layer["inputs"]), ", ".join(g["vocabulary"].values()) or "—",
             "/".join(str(layer["nonconstant_gates"].get(k, "—")) for k in "ifco"),
             f"{g['compression']:,.1f}×",
+            f"{g['compression_theirs']:,.1f}×" if "compression_theirs" in g
+            else "— (kept before it was counted)",
             f"{g['macs_per_token']:,} → {g['macs_per_token_after']:,}",
             _gate_neuron_scores(r), same, final, _where(r)])
     return _markdown(columns, rows)

@@ -43,6 +43,9 @@ class ModelConfig:
                                        choices=("sigmoid", "theano_hard_sigmoid"))
     lasagne_init: bool = option(False, "Initialize as Lasagne's LSTM (each gate's matrices on "
                                 "their own; recurrent orthogonal, gain 1.1), as Lobacheva et al.")
+    mask_padding: bool = option(False, "Mask the padding (id 0), so the LSTM starts at the "
+                                "first real token, as Lobacheva et al.'s mask input (with "
+                                "--start_token --truncating=post: their IMDB input).")
     word_vectors: str = option("", "Ours: start the word vectors of the words it has from this "
                                "GloVe file (its width must equal --embedding_size). Lobacheva et "
                                "al.'s logged IMDB runs started from word2vec (GoogleNews, 300d), "
@@ -68,7 +71,8 @@ def make_task(options):
                                 units=model.units, max_length=max_length,
                                 dropout=model.dropout if training else 0.0,
                                 batch_size=batch_size, recurrent_activation=activation,
-                                lasagne_init=model.lasagne_init, sparsity=sparsity, seed=seed,
+                                lasagne_init=model.lasagne_init,
+                                mask_padding=model.mask_padding, sparsity=sparsity, seed=seed,
                                 name="sentiment_lstm")
         if training and pretrained:  # a resumed run then loads its checkpoint over these
             table = built.get_layer("embedding").embeddings

@@ -121,6 +121,14 @@ def test_dead_channels_units_and_gates_are_removed_exactly():
     assert small.get_layer("embedding").output_dim == 4
     assert plan.summary() == {"lstm": (5, 4)}
     assert report["macs_per_token_after"] == matmul_macs(small) < matmul_macs(model)
+    # Lobacheva et al.'s count (classification_net.py:46-59): matrices only, no biases. Of
+    # 40x6 + 6x20 + 5x20 + 5x1 entries, kept: 40 words x 4 channels; 4 inputs and 4 hidden rows
+    # x 15 columns (unit 2's four gone, the constant input gate of unit 0 gone); 4 classifier rows.
+    assert report["matrix_weights"] == 40 * 6 + 6 * 20 + 5 * 20 + 5
+    assert report["matrix_weights_kept"] == 40 * 4 + 4 * 15 + 4 * 15 + 4
+    assert report["compression_theirs"] == pytest.approx(465 / 284)
+    assert report["compression"] == pytest.approx(
+        report["weights"] / report["nonzero_weights"])
 
 
 def test_gate_pictures_are_drawn_from_the_structure_the_method_gives(tmp_path):
@@ -182,11 +190,11 @@ def test_kl_and_log_alpha_match_numpy():
                                   (la <= 3).astype("float32"))
 
 
-def bayesian_classifier(levels="W+G+N", seed=0):
+def bayesian_classifier(levels="W+G+N", seed=0, **kwargs):
     method = SparseVD(levels, seed=seed)
-    model = lstm_classifier(60, embedding_size=8, units=6, max_length=9, sparsity=method,
+    model = lstm_classifier(60, embedding_size=8, units=6, sparsity=method,
                             recurrent_activation=bayesian.theano_hard_sigmoid, lasagne_init=True,
-                            seed=seed)
+                            seed=seed, **{"max_length": 9, **kwargs})
     method.bind(model, None)
     return method, model
 
@@ -217,6 +225,52 @@ def test_folding_into_a_plain_model_keeps_the_evaluation_outputs(levels):
     np.testing.assert_allclose(value(plain(tokens)), value(model(tokens)), rtol=1e-5, atol=1e-5)
     small, _ = compress_structured(plain)
     np.testing.assert_allclose(value(small(tokens)), value(model(tokens)), rtol=1e-5, atol=1e-5)
+
+
+def test_masked_padding_is_skipped_by_the_sparse_folded_and_rebuilt_models():
+    # Lobacheva et al.'s mask input: a text padded at the front scores as the text alone.
+    method, model = bayesian_classifier(seed=4, max_length=None, mask_padding=True)
+    rng = np.random.default_rng(5)
+    for v in model.trainable_weights:  # most weights kept (small sigmas), some pruned
+        v.assign((rng.normal(size=v.shape) * (2.0 if "log_sigma" in v.path else 1.0)
+                  - (5.0 if "log_sigma" in v.path else 0.0)).astype("float32"))
+    text = rng.integers(1, 60, (3, 6)).astype("int32")
+    padded = np.concatenate([np.zeros((3, 4), "int32"), text], axis=1)
+    alone = value(model(text))
+    np.testing.assert_allclose(value(model(padded)), alone, rtol=1e-5, atol=1e-5)
+    plain = method.finalize(model)
+    small, _ = compress_structured(plain)
+    for rebuilt in (plain, small):
+        np.testing.assert_allclose(value(rebuilt(padded)), alone, rtol=1e-5, atol=1e-5)
+    # Without the mask the padding steps move the state.
+    _, unmasked = bayesian_classifier(seed=4, max_length=None)
+    unmasked.set_weights(model.get_weights())
+    assert np.abs(value(unmasked(padded)) - alone).max() > 1e-4
+
+
+def test_output_layer_noise_is_drawn_per_example_on_its_outputs():
+    # layers_dense.py:55-75 (Lobacheva et al.): x W + eps * sqrt(x^2 sigma^2 + 1e-8), eps per
+    # example and output; for a sequence, per sequence and output (shared by its steps).
+    layer = bayesian_layers.BayesianDense(3, seed=7)
+    layer.build((None, 4))
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(size=(4, 3)).astype("float32")
+    log_sigma = rng.normal(-1.0, 0.3, size=(4, 3)).astype("float32")
+    layer.kernel.assign(kernel)
+    layer.kernel_log_sigma.assign(log_sigma)
+    x = np.repeat(rng.normal(size=(1, 4)).astype("float32"), 4000, axis=0)  # one example, 4000x
+    out = value(layer(x, training=True)) - value(layer.bias)
+    assert np.abs(out[0] - out[1]).max() > 1e-3  # identical rows, their own noise
+    np.testing.assert_allclose(out.mean(0), x[0] @ kernel, atol=0.1)
+    np.testing.assert_allclose(out.std(0), np.sqrt(x[0] ** 2 @ np.exp(2 * log_sigma) + 1e-8),
+                               rtol=0.06)
+    seq = np.repeat(np.repeat(x[:1, None], 5, axis=1), 2, axis=0)  # 2 sequences, 5 equal steps
+    out = value(layer(seq, training=True))
+    np.testing.assert_allclose(out[:, 1:], np.repeat(out[:, :1], 4, axis=1), rtol=1e-6)
+    assert np.abs(out[0, 0] - out[1, 0]).max() > 1e-3
+    np.testing.assert_allclose(value(layer(x[:2])), x[:2] @ (kernel * (
+        2 * log_sigma - np.log(kernel ** 2 + 1e-8) <= 3)) + value(layer.bias), rtol=1e-5,
+        atol=1e-6)  # evaluation: the mean, pruned where log alpha > 3
 
 
 def test_a_removed_gate_is_its_activation_of_the_bias():

@@ -305,3 +305,42 @@ def test_glue_errors_name_file_line_and_value(tmp_path):
     (trees / "test.txt").write_text("(4 (4 Good))\n(1 (1 bad))\n")
     data = load_sst2(str(tmp_path), trees_directory=str(trees))
     assert data.test.texts == ["good", "bad"] and data.test.labels.tolist() == [1, 0]
+
+
+def test_lobachevas_imdb_input_start_token_first_tokens_front_padding():
+    # classification_data_utils.py:93-122 (Lobacheva et al.): start_char before the text, then
+    # x[:maxlen] (the start and the first maxlen - 1 words), zeros at the front, mask on them.
+    from iss_keras.datasets.sentiment import TextClassificationData, TextSplit
+    from iss_keras.tasks.classification import (START_TOKEN, ClassificationConfig,
+                                                TextClassificationTask)
+
+    texts = ["a b c d e f", "b c", "c d e f g"]
+    split = TextSplit(texts, np.array([0, 1, 0], "int32"))
+    data = TextClassificationData(split, split, split, 2, ("n", "p"), "test")
+    ours = TextClassificationTask(None, data, ClassificationConfig(max_length=4))
+    theirs = TextClassificationTask(None, data, ClassificationConfig(
+        max_length=4, truncating="post", start_token=True))
+    words = theirs.vocabulary.words
+    decoded = [[words[i] if i else None for i in row] for row in theirs.arrays["test"][0]]
+    assert decoded == [[START_TOKEN, "a", "b", "c"], [None, START_TOKEN, "b", "c"],
+                       [START_TOKEN, "c", "d", "e"]]
+    assert theirs.vocabulary.encode([START_TOKEN])[0] > 1  # a word of the vocabulary, not OOV
+    ours_words = ours.vocabulary.words
+    assert [ours_words[i] for i in ours.arrays["test"][0][0]] == ["c", "d", "e", "f"]
+    with pytest.raises(ValueError, match="truncating must be 'pre' or 'post'.*'middle'"):
+        ClassificationConfig(truncating="middle")
+
+
+@pytest.mark.parametrize("config", ["imdb_lobacheva_dense", "imdb_sparsevd_w", "imdb_sparsevd_wn",
+                                    "imdb_sparsevd_wgn", "imdb_sparsevd_wgn_glove"])
+def test_lobachevas_imdb_configs_read_their_input(config):
+    from helpers import read_trainer_options
+    from iss_keras.tasks.classification import ClassificationConfig
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    flagfile = os.path.join(root, "sentiment", "configs", f"{config}.flags")
+    options = read_trainer_options("sentiment/train.py", f"--flagfile={flagfile}")
+    data = options[ClassificationConfig]
+    model = next(o for o in options.values() if hasattr(o, "mask_padding"))
+    assert (data.max_words, data.max_length, data.truncating, data.start_token,
+            model.mask_padding) == (20000, 200, "post", True, True)

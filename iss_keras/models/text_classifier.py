@@ -4,7 +4,9 @@ The model of the sentiment experiments (IMDB, SST-2, UCI; Lobacheva et al.'s
 IMDB setup: 20k words, embedding 300, LSTM 128, 200 tokens). Sequences are
 padded at the front (`iss_keras.datasets.text.encode_batch`), so the last time
 step is a real word and no mask is needed (masks keep Keras off the fused
-cuDNN path unless right-padded).
+cuDNN path unless right-padded); `mask_padding=True` masks the padding anyway,
+as Lobacheva et al.'s LSTM (its mask input), so the state starts at the first
+real token.
 
 Sparsity comes in as one `sparsity=` object: every weight asks it for its
 regularizer and constraint; methods that act on whole layers (SET's masks)
@@ -44,7 +46,8 @@ class PerGate(keras.initializers.Initializer):
 
 def lstm_classifier(vocab_size, num_classes=2, embedding_size=300, units=128, max_length=200,
                     dropout=0.0, batch_size=None, recurrent_activation="sigmoid",
-                    lasagne_init=False, sparsity=None, seed=None, name="lstm_classifier"):
+                    lasagne_init=False, mask_padding=False, sparsity=None, seed=None,
+                    name="lstm_classifier"):
     """Embedding -> LSTM -> Dense logits (one for two classes, `num_classes` otherwise).
 
     Args:
@@ -60,6 +63,8 @@ def lstm_classifier(vocab_size, num_classes=2, embedding_size=300, units=128, ma
         lasagne_init: initialize as Lasagne's LSTM (Lobacheva et al.): each gate's
             input matrix Glorot-uniform on its own, each recurrent matrix
             orthogonal with gain 1.1; otherwise Keras's defaults.
+        mask_padding: the embedding masks id 0 (`mask_zero`), so the LSTM skips
+            the padding steps (Lobacheva et al.'s mask input).
         sparsity: a `SparsityMethod` or None; layers are made through it
             (`sparsity.layer`), so a method may use its own versions.
         seed: initializer seed.
@@ -92,7 +97,8 @@ def lstm_classifier(vocab_size, num_classes=2, embedding_size=300, units=128, ma
     tokens = keras.Input((max_length,), batch_size=batch_size, dtype="int32", name="tokens")
     x = sparsity.layer(keras.layers.Embedding, vocab_size, embedding_size,
                        embeddings_initializer=uniform(), embeddings_regularizer=reg("embeddings"),
-                       embeddings_constraint=constraint("embeddings"), name="embedding")(tokens)
+                       embeddings_constraint=constraint("embeddings"),
+                       mask_zero=bool(mask_padding), name="embedding")(tokens)
     if dropout:
         x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
     x = sparsity.layer(

@@ -88,7 +88,7 @@ class SparseVD(StructuredRebuild, SparsityMethod):
             for hint in LAYER_HINTS:
                 kwargs.pop(hint, None)
         if cls is keras.layers.Embedding:
-            for key in ("embeddings_regularizer", "embeddings_constraint", "mask_zero"):
+            for key in ("embeddings_regularizer", "embeddings_constraint"):
                 kwargs.pop(key, None)
             return BayesianEmbedding(*args, vocabulary=neurons, seed=seed, **kwargs)
         if cls is keras.layers.LSTM:

@@ -131,7 +131,7 @@ class BayesianEmbedding(BayesianLayer, keras.layers.Embedding):
         return out
 
     def compute_mask(self, inputs, mask=None):
-        return None
+        return ops.not_equal(inputs, 0) if self.mask_zero else None
 
     def compute_output_spec(self, inputs, training=False):
         return super().compute_output_spec(inputs)
@@ -167,7 +167,14 @@ class BayesianEmbedding(BayesianLayer, keras.layers.Embedding):
 
 @keras.saving.register_keras_serializable(package="iss_keras")
 class BayesianDense(BayesianLayer, keras.layers.Dense):
-    """`Dense` with weight noise on its kernel."""
+    """`Dense` with weight noise on its kernel.
+
+    In training the noise is drawn on the outputs, as Lobacheva et al.'s
+    `BayesianDense.pre_activation` (layers_dense.py:55-75, the local
+    reparameterization): `x W + eps * sqrt(x^2 sigma^2 + 1e-8)`, one `eps` per
+    example and output (per sequence and output for a sequence input, shared by
+    its steps), which is what one weight sample per example would give.
+    """
 
     def __init__(self, units, log_sigma_init=LOG_SIGMA_INIT, seed=None, **kwargs):
         super().__init__(units, **kwargs)
@@ -179,8 +186,16 @@ class BayesianDense(BayesianLayer, keras.layers.Dense):
         self.kernel_log_sigma = self._log_sigma(tuple(self.kernel.shape), "kernel_log_sigma")
 
     def call(self, inputs, training=False):
-        kernel = _noisy(self.kernel, self.kernel_log_sigma, training, self.seed_generator)
-        out = ops.matmul(inputs, kernel)
+        if training:
+            out = ops.matmul(inputs, self.kernel)
+            spread = ops.sqrt(ops.matmul(ops.square(inputs), ops.exp(2.0 * self.kernel_log_sigma))
+                              + 1e-8)
+            shape = ops.shape(out)
+            if len(shape) > 2:  # a sequence: one draw per sequence and output (theirs)
+                shape = (shape[0],) + (1,) * (len(shape) - 2) + (shape[-1],)
+            out = out + keras.random.normal(shape, seed=self.seed_generator) * spread
+        else:
+            out = ops.matmul(inputs, _noisy(self.kernel, self.kernel_log_sigma, False, None))
         if self.use_bias:
             out = out + self.bias
         self.add_loss(self.kl_scale * self.kl())

@@ -7,8 +7,15 @@ families), then computes only the non-constant gate columns
 inputs. `gate_neuron_report(model)` gives, per recurrent layer, the hidden
 units and input dimensions kept, the non-constant gates of each type, the
 vocabulary kept, and for the model the weights (all, nonzero), the
-multiply-adds per token before and after, and the compression ratio
-(all weights / nonzero weights, the papers' measure). `gate_structure(model)` is
+multiply-adds per token before and after, and two compression ratios: ours,
+all weights / nonzero weights (biases included), and Lobacheva et al.'s
+"Overall compression" (`compression_theirs`, classification_net.py:27-59):
+the weight matrices only (embeddings and kernels, no biases), every weight
+of a dead word, input, unit or channel counted as removed even if nonzero
+(nonzero entries of the shrunk model's matrices / entries of the sparse
+model's). One difference from their code: there a pruned gate's column
+still counts the weights its own noise kept; here such a column is folded
+into the gate's constant and counts as removed. `gate_structure(model)` is
 what the gate-structure pictures show (drawn by `iss_keras.training.plots`): the
 gates the rebuilt model computes, on the sparse model's units; the report's
 non-constant gate counts are `gate_counts` of the same data.
@@ -152,7 +159,11 @@ def gate_neuron_report(model):
             vocabulary[layer.name] = f"{int(rows.sum())}/{rows.size}"
     weights = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
     nonzero = sum(_nonzero(v) for v in model.trainable_weights)
+    matrices = sum(int(np.prod(v.shape)) for v in model.trainable_weights if len(v.shape) == 2)
+    kept_in_matrices = sum(_nonzero(v) for v in shrunk.trainable_weights if len(v.shape) == 2)
     return {"layers": layers, "vocabulary": vocabulary, "weights": weights,
             "nonzero_weights": nonzero, "compression": weights / max(1, nonzero),
+            "matrix_weights": matrices, "matrix_weights_kept": kept_in_matrices,
+            "compression_theirs": matrices / max(1, kept_in_matrices),
             "macs_per_token": macs_per_token(model), "macs_per_token_after": macs_per_token(compact),
             "weights_after_rebuild": sum(int(np.prod(v.shape)) for v in compact.trainable_weights)}

@@ -2,8 +2,12 @@
 
 One tokenizer and one vocabulary rule for every set (`iss_keras.datasets.text`):
 the vocabulary comes from the training split only; sequences are padded at the
-front and keep their last `max_length` tokens (the Keras IMDB convention), so
-a last-state LSTM reads the end of each text.
+front and by default keep their last `max_length` tokens (Keras's
+`pad_sequences`), so a last-state LSTM reads the end of each text. Lobacheva
+et al.'s IMDB input (classification_data_utils.py:93-122) is
+`--start_token --truncating=post` with the model's `--mask_padding`: a start
+token, then the first `max_length` tokens, padded at the front, the padding
+masked.
 """
 
 import dataclasses
@@ -19,6 +23,9 @@ from iss_keras.files import write_text
 from iss_keras.options import check_at_least, option
 from iss_keras.tasks.base import Task
 
+# The start token's string: the tokenizer never makes it (it keeps no '<' and letters together).
+START_TOKEN = "<start>"
+
 
 @dataclasses.dataclass
 class ClassificationConfig:
@@ -32,13 +39,23 @@ class ClassificationConfig:
     fold: int = option(0, "UCI sets: the test fold, 0..9.")
     max_words: int = option(20000, "Vocabulary size with the padding and OOV ids, from the "
                             "training split only.")
-    max_length: int = option(200, "Tokens per example: longer texts keep their last tokens, "
+    max_length: int = option(200, "Tokens per example: longer texts are cut (--truncating), "
                              "shorter ones are padded at the front.")
+    truncating: str = option("pre", "Which tokens a longer text keeps: pre drops its start (the "
+                             "last max_length tokens, Keras's pad_sequences); post drops its end "
+                             "(the first ones, as Lobacheva et al.'s load_matrix, "
+                             "classification_data_utils.py:110).", choices=("pre", "post"))
+    start_token: bool = option(False, "Put a start token before every text, inside max_length "
+                               "(Keras's imdb.npz start_char, as Lobacheva et al.'s load_matrix, "
+                               "classification_data_utils.py:93-94).")
     batch_size: int = option(128, "Training batch size.")
 
     def __post_init__(self):
         check_at_least(self, 3, "max_words")
         check_at_least(self, 1, "max_length", "batch_size")
+        if self.truncating not in ("pre", "post"):
+            raise ValueError(f"truncating must be 'pre' or 'post'. Received: "
+                             f"truncating={self.truncating!r}")
         if not 0 <= self.fold < 10:
             raise ValueError(f"fold must be in 0..9. Received: fold={self.fold}")
 
@@ -76,15 +93,20 @@ class TextClassificationTask(Task):
         self.config = config
         self.num_classes = int(data.num_classes)
         self.source = data.source
-        train_tokens = [tokenize(t) for t in data.train.texts]
+        train_tokens = [self.tokens(t) for t in data.train.texts]
         self.vocabulary = Vocabulary.build(train_tokens, max_size=config.max_words)
         self.arrays = {"train": self._arrays(train_tokens, data.train.labels)}
         for split in ("valid", "test"):
             part = getattr(data, split)
-            self.arrays[split] = self._arrays([tokenize(t) for t in part.texts], part.labels)
+            self.arrays[split] = self._arrays([self.tokens(t) for t in part.texts], part.labels)
+
+    def tokens(self, text):
+        """`text`'s tokens, after the start token if the config asks for one."""
+        return ([START_TOKEN] if self.config.start_token else []) + tokenize(text)
 
     def _arrays(self, token_lists, labels):
-        x = encode_batch(token_lists, self.vocabulary, self.config.max_length)
+        x = encode_batch(token_lists, self.vocabulary, self.config.max_length,
+                         truncating=self.config.truncating)
         y = np.asarray(labels, dtype="int32")
         return x, (y.astype("float32")[:, None] if self.num_classes == 2 else y)
 
@@ -140,4 +162,6 @@ class TextClassificationTask(Task):
         """The vocabulary, so a served model can encode new texts the same way."""
         write_text(os.path.join(directory, "vocabulary.json"), json.dumps(
             {"vocabulary": self.vocabulary.get_config(), "max_length": self.config.max_length,
-             "padding": "pre", "truncating": "pre", "source": self.source}))
+             "padding": "pre", "truncating": self.config.truncating,
+             "start_token": START_TOKEN if self.config.start_token else None,
+             "source": self.source}))
