@@ -643,6 +643,44 @@ def classic_gmp_table(runs):
     return _markdown(columns, rows)
 
 
+RHN_TRIO = (("dense baseline", "cpu_dense"), ("ISS", "cpu_iss"),
+            ("direct design at ISS's width", "cpu_direct"))
+
+
+def rhn_trio_table(runs):
+    """Markdown: the CPU-scale RHN trio; ISS against the dense baseline and the direct design,
+    with the issue's goal (>= 2x fewer multiply-adds at <= +2 test perplexity, below direct)."""
+    columns = ["role", "config", "RHN width", "multiply-adds / token (fewer than dense)",
+               "valid ppl", "test ppl", "vs dense", "vs direct design",
+               "machine, backend, wall time, date, commit"]
+    dense, direct = runs.get("cpu_dense"), runs.get("cpu_direct")
+    rows = []
+    for role, config in RHN_TRIO:
+        r = runs.get(config)
+        if r is None:
+            rows.append([role, f"`{config}`", "(not run yet)"] + ["—"] * 6)
+            continue
+        fewer = (f" ({dense['macs_per_token'] / r['macs_per_token_after']:.2f}×)" if dense
+                 else "")
+        test = r["test_perplexity_shrunk"]
+        versus = [f"{test - other['test_perplexity_shrunk']:+.2f}"
+                  if other is not None and other is not r else "—" for other in (dense, direct)]
+        rows.append([role, f"`{config}`", _units(r["hidden_before"], r["hidden_after"]),
+                     f"{r['macs_per_token_after']:,}{fewer}", f"{r['valid_perplexity']:.2f}",
+                     f"{test:.2f}"] + versus + [_where(r)])
+    table = _markdown(columns, rows)
+    iss = runs.get("cpu_iss")
+    if iss is None or dense is None or direct is None:
+        return table
+    ratio = dense["macs_per_token"] / iss["macs_per_token_after"]
+    change = iss["test_perplexity_shrunk"] - dense["test_perplexity_shrunk"]
+    below = iss["test_perplexity_shrunk"] < direct["test_perplexity_shrunk"]
+    checks = [f"{ratio:.2f}× fewer multiply-adds ({'met' if ratio >= 2 else 'not met'}: ≥ 2×)",
+              f"{change:+.2f} test perplexity ({'met' if change <= 2 else 'not met'}: ≤ +2)",
+              f"{'below' if below else 'not below'} the direct design"]
+    return table + "\n\nThe goal for `cpu_iss`: " + "; ".join(checks) + "."
+
+
 def tables():
     with open(os.path.join(RESULTS, "anchors.json")) as f:
         anchors = json.load(f)
@@ -652,6 +690,7 @@ def tables():
             "ptb-equal-size": equal_size_table(ptb, load_benchmark("equal_size_speed")),
             "ptb-gmp": classic_gmp_table(ptb),
             "rhns": runs_table(load_runs("rhns"), anchors.get("rhns", {})),
+            "rhns-trio": rhn_trio_table(load_runs("rhns")),
             "sentiment": sentiment_table(load_runs("sentiment"), anchors.get("sentiment", {})),
             "gate-neuron": gate_neuron_table({**load_runs("sentiment"), **ptb},
                                              anchors.get("gate_neuron", {})),

@@ -224,3 +224,23 @@ def test_bidaf_step_table_reads_both_variants_and_the_goal():
     table = results_script.bidaf_step_table(result)
     assert "| 32 | 60.0 → 96.0 | **1.60×** | 200.0 → 300.0 | 1.50× | 1.30 → 1.02 |" in table
     assert "train speedup d32: 1.60× (goal ≥ 1.5×, met)" in table
+
+
+def test_rhn_trio_table_checks_the_goal_against_dense_and_direct():
+    dense = fake_results(hidden_before=[200], hidden_after=[200], macs_per_token=2_400_000,
+                         macs_per_token_after=2_400_000, test_perplexity_shrunk=100.0)
+    iss = fake_results(hidden_before=[200], hidden_after=[108], macs_per_token=2_400_000,
+                       macs_per_token_after=1_196_640, test_perplexity_shrunk=101.5)
+    direct = fake_results(hidden_before=[108], hidden_after=[108], macs_per_token=1_196_640,
+                          macs_per_token_after=1_196_640, test_perplexity_shrunk=104.0)
+    table = results_script.rhn_trio_table({"cpu_dense": dense, "cpu_iss": iss,
+                                           "cpu_direct": direct})
+    rows = {line.split(" | ")[1]: line for line in table.splitlines() if line.startswith("| ")}
+    assert "| 200 → 108 | 1,196,640 (2.01×) | 123.46 | 101.50 | +1.50 | -2.50 |" in rows["`cpu_iss`"]
+    assert "| 108 → 108 | 1,196,640 (2.01×) | 123.46 | 104.00 | +4.00 | — |" in rows["`cpu_direct`"]
+    assert ("2.01× fewer multiply-adds (met: ≥ 2×); +1.50 test perplexity (met: ≤ +2); below the "
+            "direct design.") in table
+    worse = results_script.rhn_trio_table({"cpu_dense": dense, "cpu_direct": direct,
+                                           "cpu_iss": {**iss, "test_perplexity_shrunk": 104.5}})
+    assert "+4.50 test perplexity (not met: ≤ +2); not below the direct design" in worse
+    assert "(not run yet)" in results_script.rhn_trio_table({"cpu_dense": dense})
