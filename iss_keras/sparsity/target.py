@@ -18,7 +18,9 @@ at that size:
    that gets there earlier stops there (checked every `check_every` steps;
    within `approach` of the goal, after every step and with the strength
    held at most at its starting value, so that a burst of strong proximal
-   steps cannot carry the model far past the target).
+   steps cannot carry the model far past the target; and after every step
+   too once a check finds the model smaller than the check before, since
+   units whose norms shrank together can all die between two checks).
 3. Afterwards the strength is 0 and zero components are frozen: the rest of
    training fine-tunes the network at the reached size.
 
@@ -98,6 +100,12 @@ class TargetSize(keras.callbacks.Callback):
         self.tolerance = float(tolerance)
         self.approach = float(approach)
         self.near = {}  # families in the approach band: checked every step, strength capped
+        # Once a check finds fewer units (or multiply-adds) than the one before, every step is
+        # checked: units whose norms shrank together can all reach zero within `check_every`
+        # steps and jump past the approach band (an RHN went from over 118 to 92 units between
+        # two checks when driven to 108).
+        self.falling = False
+        self._last_size = None
         self.step = int(initial_step)
         self.scale = {f.name: 1.0 for f in groups}  # strength / starting strength, per layer
         self.reached = None  # the size report once reached
@@ -129,7 +137,8 @@ class TargetSize(keras.callbacks.Callback):
     def state(self):
         """JSON-ready state, for a checkpoint's history."""
         return {"step": self.step, "scale": self.scale, "reached": self.reached,
-                "start": self._start, "near": sorted(self.near)}
+                "start": self._start, "near": sorted(self.near), "falling": self.falling,
+                "last_size": self._last_size}
 
     def load_state(self, state):
         self.step = int(state["step"])
@@ -137,6 +146,8 @@ class TargetSize(keras.callbacks.Callback):
         self.reached = state.get("reached")
         self._start = state.get("start")
         self.near = dict.fromkeys(state.get("near", ()), True)
+        self.falling = bool(state.get("falling", False))
+        self._last_size = state.get("last_size")
 
     # -- sizes -----------------------------------------------------------------------------
 
@@ -204,11 +215,13 @@ class TargetSize(keras.callbacks.Callback):
         self._proximal.enforce()
         if self.step >= self.reach_step:
             self._reach()
-        elif self.near or self.step % self.check_every == 0:
+        elif self.near or self.falling or self.step % self.check_every == 0:
             size, _ = self._size()
             if not any(self._over(size).values()):
                 self._reach()  # reached early: stop here rather than overshoot
                 return
+            self.falling = self.falling or self._fell(size)
+            self._last_size = size
             near = self._in_approach(size)
             if self.step % self.check_every == 0:
                 above = self._above_plan(size, self.planned(self.step))
@@ -218,6 +231,15 @@ class TargetSize(keras.callbacks.Callback):
             self.scale = {name: min(s, 1.0) if name in self.near else s
                           for name, s in self.scale.items()}
             self._apply_scale()
+
+    def _fell(self, size):
+        """Whether `size` is below the size at the last check (units or multiply-adds)."""
+        last = self._last_size
+        if last is None:
+            return False
+        if self.macs_ratio is not None:
+            return size < last
+        return any(size[name] < last.get(name, size[name]) for name in size)
 
     def _in_approach(self, size):
         goal = self._goal()
