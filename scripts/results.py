@@ -650,7 +650,7 @@ RHN_TRIO = (("dense baseline", "cpu_dense"), ("ISS", "cpu_iss"),
 def rhn_trio_table(runs):
     """Markdown: the CPU-scale RHN trio; ISS against the dense baseline and the direct design,
     with the issue's goal (>= 2x fewer multiply-adds at <= +2 test perplexity, below direct)."""
-    columns = ["role", "config", "RHN width", "multiply-adds / token (fewer than dense)",
+    columns = ["config", "role", "RHN width", "multiply-adds / token (fewer than dense)",
                "valid ppl", "test ppl", "vs dense", "vs direct design",
                "machine, backend, wall time, date, commit"]
     dense, direct = runs.get("cpu_dense"), runs.get("cpu_direct")
@@ -658,14 +658,14 @@ def rhn_trio_table(runs):
     for role, config in RHN_TRIO:
         r = runs.get(config)
         if r is None:
-            rows.append([role, f"`{config}`", "(not run yet)"] + ["—"] * 6)
+            rows.append([f"`{config}`", role, "(not run yet)"] + ["—"] * 6)
             continue
         fewer = (f" ({dense['macs_per_token'] / r['macs_per_token_after']:.2f}×)" if dense
                  else "")
         test = r["test_perplexity_shrunk"]
         versus = [f"{test - other['test_perplexity_shrunk']:+.2f}"
                   if other is not None and other is not r else "—" for other in (dense, direct)]
-        rows.append([role, f"`{config}`", _units(r["hidden_before"], r["hidden_after"]),
+        rows.append([f"`{config}`", role, _units(r["hidden_before"], r["hidden_after"]),
                      f"{r['macs_per_token_after']:,}{fewer}", f"{r['valid_perplexity']:.2f}",
                      f"{test:.2f}"] + versus + [_where(r)])
     table = _markdown(columns, rows)

@@ -235,7 +235,7 @@ def test_rhn_trio_table_checks_the_goal_against_dense_and_direct():
                           macs_per_token_after=1_196_640, test_perplexity_shrunk=104.0)
     table = results_script.rhn_trio_table({"cpu_dense": dense, "cpu_iss": iss,
                                            "cpu_direct": direct})
-    rows = {line.split(" | ")[1]: line for line in table.splitlines() if line.startswith("| ")}
+    rows = {line.split(" | ")[0][2:]: line for line in table.splitlines() if line.startswith("| ")}
     assert "| 200 → 108 | 1,196,640 (2.01×) | 123.46 | 101.50 | +1.50 | -2.50 |" in rows["`cpu_iss`"]
     assert "| 108 → 108 | 1,196,640 (2.01×) | 123.46 | 104.00 | +4.00 | — |" in rows["`cpu_direct`"]
     assert ("2.01× fewer multiply-adds (met: ≥ 2×); +1.50 test perplexity (met: ≤ +2); below the "
