@@ -165,6 +165,16 @@ def check_fraction_value(name, value, low_open=False, high_open=True):
         raise ValueError(f"{name} must be in {interval}. Received: {name}={value}")
 
 
+def check_choices(instance, *names):
+    """Raise ValueError unless every named string field of `instance` is one of its `choices`
+    (what the flag parser checks, for options built in code)."""
+    fields = {field.name: field for field in dataclasses.fields(instance)}
+    for name in names:
+        allowed, value = tuple(fields[name].metadata["choices"]), getattr(instance, name)
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}. Received: {name}={value!r}")
+
+
 def check_positive(instance, *names):
     """Raise ValueError unless every named field of `instance` is finite and > 0."""
     for name in names:

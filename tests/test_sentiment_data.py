@@ -327,7 +327,7 @@ def test_lobachevas_imdb_input_start_token_first_tokens_front_padding():
     assert theirs.vocabulary.encode([START_TOKEN])[0] > 1  # a word of the vocabulary, not OOV
     ours_words = ours.vocabulary.words
     assert [ours_words[i] for i in ours.arrays["test"][0][0]] == ["c", "d", "e", "f"]
-    with pytest.raises(ValueError, match="truncating must be 'pre' or 'post'.*'middle'"):
+    with pytest.raises(ValueError, match="truncating must be one of \\('pre', 'post'\\).*'middle'"):
         ClassificationConfig(truncating="middle")
 
 

@@ -158,27 +158,30 @@ def test_an_epoch_before_the_target_is_reached_is_never_the_best():
     assert not run.is_best(before) and run.is_best(after)
 
 
-def test_once_the_size_falls_every_step_is_checked():
-    # Units whose norms shrink together can all die between two regular checks; after the first
-    # check that finds fewer units than the one before, the controller checks every step.
+def test_once_the_size_falls_fast_every_step_is_checked():
+    # Units whose norms shrink together can all die between two regular checks; once the fall
+    # since the last check, twice over, would pass the goal, the controller checks every step.
+    # A slow fall keeps the regular checks.
     model = lstm_language_model(50, [6, 5], sparsity=ISS(1e-3, proximal=True))
     model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(True))
     model.optimizer.build(model.trainable_variables)
-    target = TargetSize(iss_keras.couple(model), reach_step=1000, units=[2, 2], check_every=50)
+    target = TargetSize(iss_keras.couple(model), reach_step=1000, units=[1, 1], check_every=50)
     target.set_model(model)
     target.on_train_begin()
     sizes = iter([{"lstm_0": 6, "lstm_1": 5}, {"lstm_0": 5, "lstm_1": 5},
-                  {"lstm_0": 4, "lstm_1": 4}, {"lstm_0": 3, "lstm_1": 3}])
+                  {"lstm_0": 3, "lstm_1": 5}, {"lstm_0": 2, "lstm_1": 4},
+                  {"lstm_0": 2, "lstm_1": 3}])
     checks = []
     target._size = lambda: checks.append(target.step) or (next(sizes), None)
-    target.step = 49
-    for batch in range(4):
-        target.on_train_batch_end(batch)  # steps 50 (check), 51 (not), 52, 53
-    assert checks == [50]
-    target.step = 99
-    target.on_train_batch_end(0)  # step 100: fewer units than at step 50
-    assert target.falling and checks == [50, 100]
+    for step in (50, 100):  # 6 -> 5 with 4 to go: slow
+        target.step = step - 1
+        target.on_train_batch_end(0)
+        target.on_train_batch_end(1)  # the step after a check is not checked
+    assert checks == [50, 100] and not target.falling
+    target.step = 149
+    target.on_train_batch_end(0)  # 5 -> 3 with 2 to go: fast
+    assert target.falling and checks == [50, 100, 150]
     target.on_train_batch_end(1)
     target.on_train_batch_end(2)
-    assert checks == [50, 100, 101, 102]
-    assert target.state()["falling"] and target.state()["last_size"] == {"lstm_0": 3, "lstm_1": 3}
+    assert checks == [50, 100, 150, 151, 152]
+    assert target.state()["falling"] and target.state()["last_size"] == {"lstm_0": 2, "lstm_1": 3}

@@ -19,8 +19,9 @@ at that size:
    within `approach` of the goal, after every step and with the strength
    held at most at its starting value, so that a burst of strong proximal
    steps cannot carry the model far past the target; and after every step
-   too once a check finds the model smaller than the check before, since
-   units whose norms shrank together can all die between two checks).
+   too once the model falls fast enough that two more check intervals at
+   the last interval's pace would take it past the goal, since units whose
+   norms shrank together can all die between two checks).
 3. Afterwards the strength is 0 and zero components are frozen: the rest of
    training fine-tunes the network at the reached size.
 
@@ -100,10 +101,10 @@ class TargetSize(keras.callbacks.Callback):
         self.tolerance = float(tolerance)
         self.approach = float(approach)
         self.near = {}  # families in the approach band: checked every step, strength capped
-        # Once a check finds fewer units (or multiply-adds) than the one before, every step is
-        # checked: units whose norms shrank together can all reach zero within `check_every`
-        # steps and jump past the approach band (an RHN went from over 118 to 92 units between
-        # two checks when driven to 108).
+        # Once the size falls fast enough to pass the goal within two more check intervals,
+        # every step is checked: units whose norms shrank together can all reach zero within
+        # `check_every` steps and jump past the approach band (an RHN went from over 118 to 92
+        # units between two checks when driven to 108).
         self.falling = False
         self._last_size = None
         self.step = int(initial_step)
@@ -233,13 +234,14 @@ class TargetSize(keras.callbacks.Callback):
             self._apply_scale()
 
     def _fell(self, size):
-        """Whether `size` is below the size at the last check (units or multiply-adds)."""
-        last = self._last_size
+        """Whether the fall since the last check, twice over, would pass the goal."""
+        last, goal = self._last_size, self._goal()
         if last is None:
             return False
         if self.macs_ratio is not None:
-            return size < last
-        return any(size[name] < last.get(name, size[name]) for name in size)
+            return 2 * (last - size) >= size - goal > 0
+        return any(2 * (last.get(name, size[name]) - size[name]) >= size[name] - goal[name] > 0
+                   for name in size)
 
     def _in_approach(self, size):
         goal = self._goal()

@@ -20,7 +20,7 @@ import numpy as np
 from iss_keras.datasets.sentiment import SENTIMENT_SETS, load_sentiment
 from iss_keras.datasets.text import Vocabulary, encode_batch, tokenize
 from iss_keras.files import write_text
-from iss_keras.options import check_at_least, option
+from iss_keras.options import check_at_least, check_choices, option
 from iss_keras.tasks.base import Task
 
 # The start token's string: the tokenizer never makes it (it keeps no '<' and letters together).
@@ -53,9 +53,7 @@ class ClassificationConfig:
     def __post_init__(self):
         check_at_least(self, 3, "max_words")
         check_at_least(self, 1, "max_length", "batch_size")
-        if self.truncating not in ("pre", "post"):
-            raise ValueError(f"truncating must be 'pre' or 'post'. Received: "
-                             f"truncating={self.truncating!r}")
+        check_choices(self, "dataset", "truncating")
         if not 0 <= self.fold < 10:
             raise ValueError(f"fold must be in 0..9. Received: fold={self.fold}")
 

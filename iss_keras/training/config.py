@@ -16,7 +16,8 @@ import dataclasses
 
 import keras
 
-from iss_keras.options import check_at_least, check_fraction, check_positive, option
+from iss_keras.options import (check_at_least, check_choices, check_fraction,
+                               check_positive, option)
 from iss_keras.training.freeze import FREEZE_MODES, frozen_optimizer_class
 
 SCHEDULES = ("zaremba", "step", "constant")
@@ -65,12 +66,7 @@ class TrainConfig:
         check_at_least(self, 0, "max_epoch", "lr_step_epochs", "max_grad_norm")
         check_positive(self, "lr_decay")
         check_fraction(self, "ema")
-        for name, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", SCHEDULES),
-                              ("test_checkpoint", TEST_CHECKPOINTS),
-                              ("freeze_mode", FREEZE_MODES)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}. "
-                                 f"Received: {name}={getattr(self, name)!r}")
+        check_choices(self, "optimizer", "lr_schedule", "test_checkpoint", "freeze_mode")
 
     def learning_rate_at(self, epoch):
         """Learning rate of 0-based `epoch` in the original's units, as the original computes it."""
