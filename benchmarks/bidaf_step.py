@@ -5,7 +5,8 @@ config) and d = 100 (the original's), batch 60, in one process:
 
   * **previous**: Keras's two LSTM loops per bidirectional layer (`fused=False`), contexts
     padded to the `--context_buckets` length (96/160/256/400), questions to 30 tokens;
-  * **fast**: both directions in one loop with the input projections before it
+  * **fast**: both directions in one loop with the input projections before it, no mask in
+    the loop and the gradient written out for right-padded batches
     (`iss_keras.lstm_step.fused_bidirectional_lstm`), batches of similar context length
     padded to their own longest context and question (the original's `--cluster` and
     `--len_opt`).
