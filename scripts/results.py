@@ -221,8 +221,9 @@ def runs_table(runs, anchors):
     """Markdown: our runs of one trainer, each beside its published anchor if any."""
     columns = ["config", "hidden units (ours → shrunk)", "units left by the original's count",
                "weights", "multiply-adds / token", "valid ppl", "test ppl (shrunk = sparse)",
-               "TFLite batch-1 speedup", "published (valid / test)",
-               "machine, backend, wall time, date, commit"]
+               "TFLite batch-1 speedup over dense float: shrunk float (int8, full-integer int8)",
+               "TFLite test ppl, streamed: float / int8 / full-integer int8",
+               "published (valid / test)", "machine, backend, wall time, date, commit"]
     rows = []
     for config, r in runs.items():
         if "gate_neuron" in r:
@@ -233,15 +234,41 @@ def runs_table(runs, anchors):
         if config in PIPELINE_CHECKS:
             published = "pipeline check, not a reproduction"
         removed_original = [b - z for b, z in zip(r["hidden_before"], r["all_zero_units"])]
-        speed = r.get("export", {}).get("tflite_speed", {}).get("batch1_speedup")
         rows.append([
             f"`{config}`", _units(r["hidden_before"], r["hidden_after"]),
             "/".join(map(str, removed_original)),
             f"{r['weights']:,} → {r['weights_after']:,}",
             f"{r['macs_per_token']:,} → {r['macs_per_token_after']:,} ({r['macs_ratio']:.2f}×)",
             f"{r['valid_perplexity']:.2f}", f"{r['test_perplexity_shrunk']:.2f}",
-            f"{speed:.2f}×" if speed else "—", published, _where(r)])
+            _tflite_speedups(r), _tflite_perplexities(r), published, _where(r)])
     return _markdown(columns, rows)
+
+
+QUANTIZED = (("int8", "int8"), ("int8_full", "full-integer int8"))
+
+
+def _tflite_speedups(r):
+    """"1.60×", or with quantized exports "1.60× (int8 3.10×, full-integer int8 3.20×)"."""
+    speed = r.get("export", {}).get("tflite_speed", {})
+    if "batch1_speedup" not in speed:
+        return "—"
+    extra = [f"{label} {speed[f'batch1_speedup_{q}']:.2f}×" for q, label in QUANTIZED
+             if f"batch1_speedup_{q}" in speed]
+    return f"{speed['batch1_speedup']:.2f}×" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _tflite_perplexities(r):
+    """The exported models' streamed test perplexity: float, then each int8 form with its
+    change against float ("—" for a run kept before they were measured)."""
+    export = r.get("export", {})
+    base = export.get("tflite", {}).get("test", {}).get("test_perplexity")
+    if base is None:
+        return "—"
+    cells = [f"{base:.2f}"]
+    for q, _ in QUANTIZED:
+        ppl = export.get(f"tflite_{q}", {}).get("test", {}).get("test_perplexity")
+        cells.append(f"{ppl:.2f} ({100 * (ppl / base - 1):+.2f} %)" if ppl is not None else "—")
+    return " / ".join(cells)
 
 
 def _where(runs):

@@ -138,3 +138,41 @@ def test_frozen_finetune_flagfile_is_the_finetune_plus_the_element_freeze(monkey
         expected = {**vars(options), "freeze_mode": "element"} if cls is TrainConfig else vars(
             options)
         assert frozen[cls.__qualname__] == expected, cls
+
+
+def test_the_exported_models_test_perplexity_float_equals_keras_and_int8_is_measured(tmp_path):
+    """`tflite_test` streams every test token through the TFLite export (batch 1, one token
+    per call, the states fed back): the float export's perplexity is the Keras test's; the
+    int8 exports are scored the same way (their cost measured, not assumed), and the
+    full-integer one is calibrated on the task's representative inputs (training tokens
+    with their carried states). 48 units: the converter leaves weights under 1,024 values
+    in float, so a smaller model's dynamic-range export would equal the float one."""
+    from iss_keras.export import export_tflite, tflite_interpreter
+
+    vocab = 30
+    rng = np.random.default_rng(5)
+    splits = {k: rng.integers(0, vocab, n).astype("int32")
+              for k, n in (("train", 300), ("valid", 60), ("test", 97))}
+
+    def build(*, batch_size, steps, stateful, streaming, training, sparsity):
+        return lstm_language_model(vocab, [48], batch_size=batch_size, steps=steps,
+                                   stateful=stateful, streaming=streaming, seed=4,
+                                   init_scale=0.5)
+
+    task = language_model.LanguageModelTask(build, splits, LanguageModelConfig(steps=5))
+    tester = task.build("test")
+    serve = task.copy_for("serve", tester)
+    keras_ppl = task.test(tester)["test_perplexity"]
+    data = task.representative_data(serve, count=40)
+    assert len(data) == 40 and [x.shape for x in data[0]] == [(1, 1), (1, 48), (1, 48)]
+    assert np.all(data[0][1] == 0) and np.any(data[1][1] != 0)  # states carried, from zero
+    got = {}
+    for q in (None, "int8", "int8_full"):
+        report = export_tflite(serve, str(tmp_path / f"{q}.tflite"), steps=1, quantize=q,
+                               output_names=task.serving_output_names(serve),
+                               representative_data=data if q == "int8_full" else None)
+        interp = tflite_interpreter(model_path=report.path)
+        got[q] = task.tflite_test(interp, serve)["test_perplexity"]
+    np.testing.assert_allclose(got[None], keras_ppl, rtol=1e-5)
+    for q in ("int8", "int8_full"):
+        assert got[q] != got[None] and abs(got[q] / got[None] - 1) < 0.05

@@ -28,6 +28,12 @@ knows nothing of language models or question answering; it asks the task:
 * `serving_inputs(model, batch_size)`: one input batch of a `"serve"` model,
   for timing; `serving_output_names(model)`; `tflite_shape`: the static
   shape exported to TFLite (keyword arguments of `export_tflite`).
+* `representative_data(model)`: input batches of a `"serve"` model that calibrate a
+  full-integer int8 export (`quantize="int8_full"`), or None where the task has none.
+* `tflite_test(interpreter, model)`: the test metrics of an exported TFLite model of the
+  `"serve"` model `model` (dict), or None where the task has no such test; the finish step
+  runs it on every TFLite export when quantized ones are asked for, so that what
+  quantization costs is measured, not assumed.
 * `plot_metrics`, `plot_log_scale`: which epoch-row keys the progress plot draws.
 * `save_assets(directory)`: what serving needs beside the model (e.g. a vocabulary).
 * `result_fields(sparse, shrunk)`: what the task adds to results.json, given the
@@ -89,6 +95,12 @@ class Task:
         raise NotImplementedError
 
     def serving_output_names(self, model):
+        return None
+
+    def representative_data(self, model):
+        return None
+
+    def tflite_test(self, interpreter, model):
         return None
 
     def save_assets(self, directory):

@@ -219,6 +219,50 @@ def streaming_output_names(model):
     return ["logits"] + [t.name for t in model.inputs[1:]]
 
 
+def streaming_inputs(model, ids):
+    """The inputs `[tokens, *states]` of a streaming `model` (batch 1, one token per call) fed
+    `ids` in order from a zero state: one batch per token, with the states the model carried
+    to it. They calibrate a full-integer int8 export: random states would fall outside the
+    ranges real text gives."""
+    states = zero_states(model, 1)
+    batches = []
+    for token in np.asarray(ids, np.int32):
+        inputs = [np.full((1, 1), token, np.int32)] + states
+        batches.append(inputs)
+        states = [np.asarray(s) for s in model.predict_on_batch(inputs)[1:]]
+    return batches
+
+
+def tflite_every_token_perplexity(interpreter, model, ids, output_names=None):
+    """`every_token_perplexity` of an exported TFLite streaming model: exp(mean cross-entropy)
+    over every next-token prediction of `ids`, one token per call at batch 1, the states fed
+    back (the original's test protocol, ptb_word_lm.py:700-701, on the deployed model).
+
+    Args:
+        interpreter: an `ai_edge_litert` interpreter of the export of `model` (`steps=1`).
+        model: the Keras streaming model it was exported from (`[tokens, *states] ->
+            [logits, *states]`), for the signature's names and the state shapes.
+        ids: the token stream.
+        output_names: the signature's output names (default `streaming_output_names`).
+    """
+    from iss_keras.export import input_names
+
+    ids = np.asarray(ids, np.int32)
+    if len(ids) < 2:
+        raise ValueError(f"Need at least 2 tokens to score; received {len(ids)}.")
+    names, outputs = input_names(model), output_names or streaming_output_names(model)
+    runner = interpreter.get_signature_runner()
+    states = zero_states(model, 1)
+    loss_sum = 0.0
+    for t in range(len(ids) - 1):
+        out = runner(**dict(zip(names, [ids[t:t + 1].reshape(1, 1)] + states)))
+        logits = np.asarray(out[outputs[0]], np.float64).reshape(-1)
+        top = logits.max()
+        loss_sum += np.log(np.exp(logits - top).sum()) + top - logits[ids[t + 1]]
+        states = [out[name] for name in outputs[1:]]
+    return float(np.exp(loss_sum / (len(ids) - 1)))
+
+
 class ResetStatesEachEpoch(keras.callbacks.Callback):
     """Each epoch starts from a zero state (the original's `initial_state` per epoch)."""
 
@@ -332,3 +376,12 @@ class LanguageModelTask(Task):
 
     def serving_output_names(self, model):
         return streaming_output_names(model)
+
+    def representative_data(self, model, count=200):
+        """The first `count` training tokens fed in order, with their carried states."""
+        return streaming_inputs(model, self.data["train"][:count])
+
+    def tflite_test(self, interpreter, model):
+        """Test perplexity of the exported streaming model over every test token."""
+        return {"test_perplexity": tflite_every_token_perplexity(
+            interpreter, model, self.data["test"], self.serving_output_names(model))}

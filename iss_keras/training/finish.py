@@ -45,7 +45,8 @@ def finish(run, model, export=True, tflite=True, quantize=(), measure_speed=True
         model: its training model.
         export: write the SavedModel (and TFLite) of the rebuilt model (TensorFlow backend).
         tflite: also the TFLite flatbuffer (and its batch-1 timing against the dense one).
-        quantize: extra TFLite exports, "int8" and/or "float16".
+        quantize: extra TFLite exports, "int8", "int8_full" and/or "float16"; with any,
+            every TFLite export is tested (`task.tflite_test`) and timed at batch 1.
         measure_speed: time one serving step of the sparse and the rebuilt models.
         options: the option dataclasses of the run, recorded in results.json.
 
@@ -122,16 +123,23 @@ def serving_speed(task, dense, small, repeats=30, batch_size=1):
             f"batch{batch_size}_speedup": medians["dense"] / medians["shrunk"]}
 
 
-def tflite_speed(task, dense, dense_blob, small, small_blob, repeats=50):
-    """The same for the two TFLite flatbuffers (batch 1), converted with the task's names."""
+def tflite_speed(task, dense, dense_blob, small, small_blob, repeats=50, quantized=None):
+    """The same for the two TFLite flatbuffers (batch 1), converted with the task's names;
+    `quantized` ({"int8": flatbuffer, ...}) adds the rebuilt model's quantized exports as
+    `shrunk_<form>`, each with its speedup over the dense float one."""
     candidates = {}
-    for name, m, blob in (("dense", dense, dense_blob), ("shrunk", small, small_blob)):
+    entries = [("dense", dense, dense_blob), ("shrunk", small, small_blob)]
+    entries += [(f"shrunk_{q}", small, blob) for q, blob in (quantized or {}).items()]
+    for name, m, blob in entries:
         interp = tflite_interpreter(model_content=blob)
         inputs = task.serving_inputs(m, 1)
         candidates[name] = (lambda i=interp, x=inputs, n=input_names(m),
                             o=task.serving_output_names(m): run_tflite(i, x, n, o))
     medians = interleaved_medians(candidates, repeats=repeats)
-    return {"batch1_step_seconds": medians, "batch1_speedup": medians["dense"] / medians["shrunk"]}
+    out = {"batch1_step_seconds": medians, "batch1_speedup": medians["dense"] / medians["shrunk"]}
+    for q in quantized or {}:
+        out[f"batch1_speedup_{q}"] = medians["dense"] / medians[f"shrunk_{q}"]
+    return out
 
 
 def export_rebuilt(task, small, dense, workdir, tflite=True, quantize=()):
@@ -147,16 +155,25 @@ def export_rebuilt(task, small, dense, workdir, tflite=True, quantize=()):
     out["saved_model"] = export_saved_model(small, os.path.join(directory, "saved_model"),
                                             output_names=names).to_dict()
     if tflite:
+        blobs = {}
         for q in (None,) + tuple(quantize):
             suffix = f"_{q}" if q else ""
+            data = task.representative_data(small) if q == "int8_full" else None
             out[f"tflite{suffix}"] = export_tflite(
                 small, os.path.join(directory, f"model{suffix}.tflite"), **task.tflite_shape,
-                quantize=q, output_names=names).to_dict()
+                quantize=q, output_names=names, representative_data=data).to_dict()
+            with open(out[f"tflite{suffix}"]["path"], "rb") as f:
+                blobs[q] = f.read()
+            # What quantizing costs, measured on the exported models themselves.
+            test = task.tflite_test(tflite_interpreter(model_content=blobs[q]), small) \
+                if quantize else None
+            if test:
+                out[f"tflite{suffix}"]["test"] = test
         dense_blob = convert_to_tflite(dense, **task.tflite_shape,
                                        output_names=task.serving_output_names(dense))[0]
         out["tflite_dense_size_bytes"] = len(dense_blob)
-        with open(out["tflite"]["path"], "rb") as f:
-            out["tflite_speed"] = tflite_speed(task, dense, dense_blob, small, f.read())
+        out["tflite_speed"] = tflite_speed(task, dense, dense_blob, small, blobs.pop(None),
+                                           quantized=blobs)
     for key, value in out.items():
         if isinstance(value, dict) and "path" in value:
             print(f"exported {key}: {value['path']} ({value['size_bytes'] / 1e6:.2f} MB, "
@@ -191,8 +208,15 @@ def results_table(results):
                      f"{export['tflite']['size_bytes'] / 1e6:.2f}"))
         s = export["tflite_speed"]["batch1_step_seconds"]
         rows.append(("TFLite ms per step", f"{s['dense'] * 1e3:.3f}", f"{s['shrunk'] * 1e3:.3f}"))
-    lines = [f"{'':<26}{'sparse/dense':>16}{'shrunk':>16}"]
-    lines += [f"{label:<26}{a:>16}{b:>16}" for label, a, b in rows]
+        for key, value in export.items():
+            if key.startswith("tflite") and isinstance(value, dict) and "test" in value:
+                form = key[len("tflite_"):] or "float"
+                for metric, score in value["test"].items():
+                    timing = s.get(f"shrunk_{form}", s["shrunk"] if form == "float" else None)
+                    rows.append((f"TFLite {form} {metric.replace('_', ' ')}", "",
+                                 f"{score:.2f}" + (f" ({timing * 1e3:.3f} ms)" if timing else "")))
+    lines = [f"{'':<34}{'sparse/dense':>16}{'shrunk':>16}"]
+    lines += [f"{label:<34}{a:>16}{b:>16}" for label, a, b in rows]
     lines.append(f"multiply-add ratio {results['macs_ratio']:.2f}x"
                  + (f", measured speedup {speed['batch1_speedup']:.2f}x (batch 1, Keras)"
                     if "batch1_speedup" in speed else "")
