@@ -86,3 +86,35 @@ def test_raw_weights_swaps_in_the_raw_weights_and_back():
     assert not np.allclose(seen["averaged"], seen["raw"])
     np.testing.assert_array_equal(seen["raw"], seen["slot"])
     np.testing.assert_array_equal(seen["after"], seen["averaged"])
+
+
+def test_the_cpu_d100_configs_are_the_originals_recipe_on_fewer_steps():
+    """cpu_d100_baseline / cpu_d100_iss (ours, issue 23 §4) change only the workdir, the
+    restore path and the number of 1,000-step epochs of the original's configs."""
+    import os
+
+    from helpers import read_trainer_options
+    from iss_keras.sparsity.iss import ISSOptions
+    from iss_keras.training.config import RunOptions
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def read(name):
+        flagfile = os.path.join(root, "bidaf", "configs", f"{name}.flags")
+        return read_trainer_options("bidaf/train.py", f"--flagfile={flagfile}")
+
+    for ours, theirs, epochs in (("cpu_d100_baseline", "baseline", 8), ("cpu_d100_iss", "iss", 5)):
+        a, b = read(ours), read(theirs)
+        assert a[TrainConfig].epochs == epochs < b[TrainConfig].epochs == 10
+        assert a[RunOptions].workdir == f"runs/bidaf/{ours}"
+        model_a, model_b = ([v for k, v in o.items() if k.__name__ == "ModelConfig"]
+                            for o in (a, b))
+        assert [vars(m) for m in model_a] == [vars(m) for m in model_b] and len(model_a) == 1
+        for cls in (QuestionAnsweringConfig, ISSOptions):
+            assert a[cls] == b[cls]
+        rest = lambda o: {k: v for k, v in vars(o).items() if k != "epochs"}
+        assert rest(a[TrainConfig]) == rest(b[TrainConfig])
+    iss = read("cpu_d100_iss")
+    assert iss[RunOptions].restore_from == "runs/bidaf/cpu_d100_baseline"
+    assert iss[ISSOptions].iss_strength == 0.001
+    assert [v.hidden_size for k, v in iss.items() if k.__name__ == "ModelConfig"] == [100]
