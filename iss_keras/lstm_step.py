@@ -31,11 +31,15 @@ def lstm_step(z, c, units, activation, recurrent_activation):
     return h, c
 
 
-def _time_loop(step, init, xs):
+def _time_loop(step, init, xs, output_width=None):
     """`(carry, stacked outputs)` of `step(carry, x) -> (carry, y)` over the leading axis of
     every array in `xs`: a `tf.while_loop` with the carry as loop variables under TensorFlow
     (no per-step bookkeeping of the carry), `keras.ops.scan` elsewhere. (Reading `x[t]` in
-    the loop instead of a TensorArray measured 4x slower per read.)"""
+    the loop instead of a TensorArray measured 4x slower per read.)
+
+    `y` has the shape of `init[0]`, or that shape with the last axis `output_width`. (The
+    TensorArray is given it: TFLite's XNNPack delegate cannot prepare a loop whose output
+    shape is left to the first write.)"""
     if keras.backend.backend() != "tensorflow":
         return ops.scan(step, init, xs)
     import tensorflow as tf
@@ -43,7 +47,8 @@ def _time_loop(step, init, xs):
     steps = tf.shape(xs[0])[0]
     arrays = [tf.TensorArray(x.dtype, size=steps, element_shape=x.shape[1:]).unstack(x)
               for x in xs]
-    outputs = tf.TensorArray(init[0].dtype, size=steps)  # element shape: the first write's
+    shape = init[0].shape if output_width is None else init[0].shape[:-1] + [output_width]
+    outputs = tf.TensorArray(init[0].dtype, size=steps, element_shape=shape)
 
     def body(t, carry, outputs):
         carry, y = step(carry, [x.read(t) for x in arrays])
@@ -55,7 +60,8 @@ def _time_loop(step, init, xs):
     return carry, outputs.stack()
 
 
-def fused_bidirectional_lstm(forward, backward, x_forward, x_backward, mask=None):
+def fused_bidirectional_lstm(forward, backward, x_forward, x_backward, mask=None,
+                             training=False):
     """Both directions of a bidirectional LSTM in one time loop, each direction's input
     projection computed for all steps before it.
 
@@ -65,9 +71,10 @@ def fused_bidirectional_lstm(forward, backward, x_forward, x_backward, mask=None
     loop iterations and one matrix product per step instead of four: the step multiplies
     both directions' states by their recurrent kernels at once (a batched product).
 
-    Under TensorFlow with tanh and sigmoid (BiDAF's cells) and a mask that is right padding
-    (every row: ones, then zeros; checked at run time) the loop carries no mask and its
-    gradient is written out (`_tf_fused`); any other mask takes the masked loop.
+    In training under TensorFlow with tanh and sigmoid (BiDAF's cells) and a mask that is
+    right padding (every row: ones, then zeros; checked at run time) the loop carries no mask
+    and its gradient is written out (`_tf_fused`); any other mask, and inference, take the
+    masked loop (TFLite's XNNPack delegate cannot prepare the run-time choice between them).
 
     Args:
         forward, backward: the two `keras.layers.LSTM` layers (built; `backward` runs over the
@@ -75,6 +82,7 @@ def fused_bidirectional_lstm(forward, backward, x_forward, x_backward, mask=None
         x_forward, x_backward: `(batch, time, width)` inputs of each direction (different
             when each drops its inputs with its own mask).
         mask: `(batch, time)` bool, or None.
+        training: whether gradients will be taken (the written-out gradient's path).
 
     Returns:
         `(batch, time, 2 units)`: the forward outputs, then the backward ones in input order.
@@ -82,7 +90,7 @@ def fused_bidirectional_lstm(forward, backward, x_forward, x_backward, mask=None
     f_cell = forward.cell
     recurrent = ops.stack([f_cell.recurrent_kernel.value,
                            backward.cell.recurrent_kernel.value])  # (2, u, 4u)
-    if not (keras.backend.backend() == "tensorflow"
+    if not (training and keras.backend.backend() == "tensorflow"
             and f_cell.activation is keras.activations.tanh
             and f_cell.recurrent_activation is keras.activations.sigmoid):
         return _masked_fused(forward, backward, recurrent, x_forward, x_backward, mask)
@@ -97,6 +105,14 @@ def fused_bidirectional_lstm(forward, backward, x_forward, x_backward, mask=None
         right_padded,
         lambda: _tf_fused(forward, backward, recurrent, x_forward, x_backward, mask),
         lambda: _masked_fused(forward, backward, recurrent, x_forward, x_backward, mask))
+
+
+def _per_direction(h, matrices):
+    """`(2, B, n) x [(n, m), (n, m)]`: each direction's state times its matrix. Two plain
+    products: about 3x faster per step on CPU than one batched product at these sizes
+    (oneDNN's batched kernel costs more per call)."""
+    forward, backward = ops.unstack(h, 2)
+    return ops.stack([ops.matmul(forward, matrices[0]), ops.matmul(backward, matrices[1])])
 
 
 def _masked_fused(forward, backward, recurrent, x_forward, x_backward, mask):
@@ -118,10 +134,12 @@ def _masked_fused(forward, backward, recurrent, x_forward, x_backward, mask):
         steps_mask = ops.expand_dims(steps_mask, -1)                     # (T, 2, B, 1)
     zeros = ops.zeros((2, ops.shape(z)[2], units), dtype=z.dtype)
 
+    kernels = ops.unstack(recurrent, 2)
+
     def step(carry, inputs):
         h, c = carry
         z_t, m_t = inputs
-        h_new, c_new = lstm_step(z_t + ops.matmul(h, recurrent), c, units, activation,
+        h_new, c_new = lstm_step(z_t + _per_direction(h, kernels), c, units, activation,
                                  recurrent_activation)
         # m_t is 1 or 0: the new state and output, or the old state and a zero output.
         keep = 1.0 - m_t
@@ -186,23 +204,17 @@ def _tf_recurrence(z, recurrent, units):
 
     u = units
 
-    def per_direction(h, matrices):
-        # (2, B, n) x (2, n, m): two plain products, about 3x faster per step on CPU than one
-        # batched product at these sizes (oneDNN's batched kernel costs more per call).
-        forward, backward = tf.unstack(h, 2)
-        return tf.stack([tf.matmul(forward, matrices[0]), tf.matmul(backward, matrices[1])])
-
     @tf.custom_gradient
     def recurrence(z, recurrent):
         zeros = tf.zeros_like(z[0, ..., :u])
-        kernels = tf.unstack(recurrent, 2)
+        kernels = ops.unstack(recurrent, 2)
 
         def step(carry, inputs):
-            h, c = lstm_step(inputs[0] + per_direction(carry[0], kernels), carry[1], u,
+            h, c = lstm_step(inputs[0] + _per_direction(carry[0], kernels), carry[1], u,
                              tf.tanh, tf.sigmoid)
             return (h, c), tf.concat([h, c], -1)
 
-        _, states = _time_loop(step, (zeros, zeros), [z])  # (T, 2, B, 2u)
+        _, states = _time_loop(step, (zeros, zeros), [z], 2 * u)  # (T, 2, B, 2u)
         h_all, c_all = states[..., :u], states[..., u:]
 
         def grad(dy):
@@ -216,17 +228,17 @@ def _tf_recurrence(z, recurrent, units):
             to_c = o * (1.0 - tanh_c * tanh_c)
             local = tf.concat([g * i * (1.0 - i), c_prev * f * (1.0 - f), i * (1.0 - g * g),
                                tanh_c * o * (1.0 - o)], -1)
-            kernels_t = tf.unstack(tf.transpose(recurrent, (0, 2, 1)), 2)
+            kernels_t = ops.unstack(tf.transpose(recurrent, (0, 2, 1)), 2)
 
             def back(carry, inputs):
                 dy_t, to_c_t, local_t, f_t = inputs
                 dh = dy_t + carry[0]
                 dc = carry[1] + dh * to_c_t
                 dz = tf.concat([dc, dc, dc, dh], -1) * local_t
-                return (per_direction(dz, kernels_t), dc * f_t), dz
+                return (_per_direction(dz, kernels_t), dc * f_t), dz
 
             _, dz = _time_loop(back, (zeros, zeros),
-                               [tf.reverse(t, [0]) for t in (dy, to_c, local, f)])
+                               [tf.reverse(t, [0]) for t in (dy, to_c, local, f)], 4 * u)
             dz = tf.reverse(dz, [0])                                    # (T, 2, B, 4u)
             flat = lambda t: tf.reshape(tf.transpose(t, (1, 0, 2, 3)), (2, -1, t.shape[-1]))
             return dz, tf.matmul(flat(h_prev), flat(dz), transpose_a=True)

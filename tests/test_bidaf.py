@@ -478,13 +478,16 @@ def test_evaluation_under_len_opt_pads_each_batch_to_its_longest(hand_task):
             len(hand_task.eval_encoded[k]["question_words"]) for k in b["indices"])
 
 
-@pytest.mark.parametrize("rate,gaps", [(0.0, False), (0.3, False), (0.3, True)])
-def test_the_fused_bilstm_step_equals_the_stock_layers_in_outputs_and_gradients(rate, gaps):
+@pytest.mark.parametrize("rate,gaps,training", [(0.0, False, True), (0.3, False, True),
+                                                (0.3, True, True), (0.0, False, False)])
+def test_the_fused_bilstm_step_equals_the_stock_layers_in_outputs_and_gradients(rate, gaps,
+                                                                                training):
     """BiDAF's fast step (`fused_bidirectional_lstm`: one time loop for both directions, the
     input projection before it; with right padding no mask in the loop and the gradient
     written out) computes what Keras's two LSTM loops compute: outputs and the gradients of
     every weight and of the input, with padding masks and each direction's own dropout mask.
-    A mask with a gap inside a row (Keras carries the state over it) takes the masked loop."""
+    A mask with a gap inside a row (Keras carries the state over it), and inference, take
+    the masked loop."""
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
@@ -507,7 +510,7 @@ def test_the_fused_bilstm_step_equals_the_stock_layers_in_outputs_and_gradients(
     for layer in (fused, stock):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            y = layer(x, mask=mask, training=rate > 0)
+            y = layer(x, mask=mask, training=training)
             loss = tf.reduce_sum(y * tf.range(1.0, 1.0 + y.shape[-1]))
         results.append([y] + tape.gradient(loss, [x] + layer.trainable_variables))
     for a, b in zip(*results):

@@ -226,7 +226,8 @@ class DropoutBidirectional(keras.layers.Bidirectional):
                 x_forward = self.forward_dropout(sequences, training=training)
                 x_backward = self.backward_dropout(sequences, training=training)
             return ops.cast(fused_bidirectional_lstm(self.forward_layer, self.backward_layer,
-                                                     x_forward, x_backward, mask),
+                                                     x_forward, x_backward, mask,
+                                                     training=bool(training)),
                             self.compute_dtype)
         if not dropping:
             return super().call(sequences, initial_state=initial_state, mask=mask,
