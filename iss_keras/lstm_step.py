@@ -68,8 +68,8 @@ def fused_bidirectional_lstm(forward, backward, x_forward, x_backward, mask=None
     What `keras.layers.Bidirectional(LSTM(return_sequences=True), backward_layer=LSTM(
     go_backwards=True))` computes with zero initial states and `mask` (masked steps output
     zeros and carry the state, as Bidirectional sets `zero_output_for_mask`), with half the
-    loop iterations and one matrix product per step instead of four: the step multiplies
-    both directions' states by their recurrent kernels at once (a batched product).
+    loop iterations and only the recurrent products inside the loop (each direction's state
+    times its recurrent kernel).
 
     In training under TensorFlow with tanh and sigmoid (BiDAF's cells) and a mask that is
     right padding (every row: ones, then zeros; checked at run time) the loop carries no mask
