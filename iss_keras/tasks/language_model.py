@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from iss_keras.datasets import download_ptb, load_ptb
+from iss_keras.export import input_names
 from iss_keras.keras_internals import reset_states
 from iss_keras.options import check_at_least, option
 from iss_keras.tasks.base import Task
@@ -245,8 +246,6 @@ def tflite_every_token_perplexity(interpreter, model, ids, output_names=None):
         ids: the token stream.
         output_names: the signature's output names (default `streaming_output_names`).
     """
-    from iss_keras.export import input_names
-
     ids = np.asarray(ids, np.int32)
     if len(ids) < 2:
         raise ValueError(f"Need at least 2 tokens to score; received {len(ids)}.")
