@@ -115,15 +115,22 @@ def _per_direction(h, matrices):
     return ops.stack([ops.matmul(forward, matrices[0]), ops.matmul(backward, matrices[1])])
 
 
+def _input_projections(forward, backward, x_forward, x_backward):
+    """Each direction's gate preactivations from its inputs, all steps at once: `(B, T, 4u)`
+    twice, the backward direction's in its own time order (flipped after the projection,
+    which is narrower than BiDAF's inputs)."""
+    f_cell, b_cell = forward.cell, backward.cell
+    z_backward = ops.matmul(x_backward, b_cell.kernel) + b_cell.bias
+    return ops.matmul(x_forward, f_cell.kernel) + f_cell.bias, ops.flip(z_backward, axis=1)
+
+
 def _masked_fused(forward, backward, recurrent, x_forward, x_backward, mask):
     """`fused_bidirectional_lstm` for any mask and cell activations: the mask in the loop
     (a masked step carries the state and outputs zeros), gradients by autodiff."""
-    f_cell, b_cell = forward.cell, backward.cell
+    f_cell = forward.cell
     units = f_cell.units
     activation, recurrent_activation = f_cell.activation, f_cell.recurrent_activation
-    x_backward = ops.flip(x_backward, axis=1)
-    z = ops.stack([ops.matmul(x_forward, f_cell.kernel) + f_cell.bias,
-                   ops.matmul(x_backward, b_cell.kernel) + b_cell.bias])  # (2, B, T, 4u)
+    z = ops.stack(_input_projections(forward, backward, x_forward, x_backward))
     z = ops.transpose(z, (2, 0, 1, 3))                                   # (T, 2, B, 4u)
     # The mask as 0/1 numbers (a boolean transpose is a slow path of oneDNN, which says so).
     if mask is None:
@@ -163,10 +170,8 @@ def _tf_fused(forward, backward, recurrent, x_forward, x_backward, mask):
     """
     import tensorflow as tf
 
-    f_cell, b_cell = forward.cell, backward.cell
-    u = f_cell.units
-    z_forward = tf.matmul(x_forward, f_cell.kernel) + f_cell.bias            # (B, T, 4u)
-    z_backward = tf.reverse(tf.matmul(x_backward, b_cell.kernel) + b_cell.bias, [1])
+    u = forward.cell.units
+    z_forward, z_backward = _input_projections(forward, backward, x_forward, x_backward)
     if mask is not None:
         shut = tf.cast(tf.reverse(tf.logical_not(mask), [1]), z_backward.dtype)
         # An addition, not a slice and a select: its gradient is the identity (the slices'
