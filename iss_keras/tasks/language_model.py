@@ -187,6 +187,16 @@ def every_token_windows(ids, batch_size, steps):
     return lay_out(x), lay_out(y), lay_out(mask)
 
 
+def cross_entropy(logits, targets):
+    """Softmax cross-entropy `-log p(target)` of `logits[..., vocab]` in float64 (a stable
+    log-sum-exp), one value per target: what the every-token tests sum."""
+    logits = np.asarray(logits, np.float64)
+    top = logits.max(-1, keepdims=True)
+    log_z = np.log(np.exp(logits - top).sum(-1)) + top[..., 0]
+    target = np.take_along_axis(logits, np.asarray(targets)[..., None], -1)[..., 0]
+    return log_z - target
+
+
 def batched_every_token_perplexity(model, ids, batch_size, steps):
     """exp(mean cross-entropy) over every token of a stream at batch `batch_size`.
 
@@ -200,11 +210,8 @@ def batched_every_token_perplexity(model, ids, batch_size, steps):
     reset_states(model)
     loss_sum = 0.0
     for i in range(0, len(x), batch_size):
-        logits = np.asarray(model.predict_on_batch(x[i:i + batch_size]), np.float64)
-        top = logits.max(-1, keepdims=True)
-        log_z = np.log(np.exp(logits - top).sum(-1)) + top[..., 0]
-        target = np.take_along_axis(logits, y[i:i + batch_size, :, None], -1)[..., 0]
-        loss_sum += float(((log_z - target) * mask[i:i + batch_size]).sum())
+        nll = cross_entropy(model.predict_on_batch(x[i:i + batch_size]), y[i:i + batch_size])
+        loss_sum += float((nll * mask[i:i + batch_size]).sum())
     reset_states(model)
     return float(np.exp(loss_sum / mask.sum()))
 
@@ -255,9 +262,7 @@ def tflite_every_token_perplexity(interpreter, model, ids, output_names=None):
     loss_sum = 0.0
     for t in range(len(ids) - 1):
         out = runner(**dict(zip(names, [ids[t:t + 1].reshape(1, 1)] + states)))
-        logits = np.asarray(out[outputs[0]], np.float64).reshape(-1)
-        top = logits.max()
-        loss_sum += np.log(np.exp(logits - top).sum()) + top - logits[ids[t + 1]]
+        loss_sum += float(cross_entropy(np.reshape(out[outputs[0]], -1), ids[t + 1]))
         states = [out[name] for name in outputs[1:]]
     return float(np.exp(loss_sum / (len(ids) - 1)))
 
