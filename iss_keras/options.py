@@ -166,12 +166,14 @@ def check_fraction_value(name, value, low_open=False, high_open=True):
 
 
 def check_choices(instance, *names):
-    """Raise ValueError unless every named string field of `instance` is one of its `choices`
-    (what the flag parser checks, for options built in code)."""
+    """Raise ValueError unless every named field of `instance` is one of its `choices` (a
+    list field: each of its elements), what the flag parser checks, for options built in
+    code."""
     fields = {field.name: field for field in dataclasses.fields(instance)}
     for name in names:
         allowed, value = tuple(fields[name].metadata["choices"]), getattr(instance, name)
-        if value not in allowed:
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        if any(v not in allowed for v in values):
             raise ValueError(f"{name} must be one of {allowed}. Received: {name}={value!r}")
 
 

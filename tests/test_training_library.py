@@ -54,6 +54,8 @@ def test_original_units_are_divided_by_steps():
     (lambda: ISSOptions(iss_strength=-0.1), "iss_strength must be >= 0"),
     (lambda: training.TrainConfig(lr_schedule="cosine"), "lr_schedule must be one of"),
     (lambda: training.TrainConfig(max_grad_norm=float("nan")), "max_grad_norm must be >= 0"),
+    (lambda: training.RunOptions(quantize=["int8", "int4"]),
+     r"quantize must be one of \('int8', 'int8_full', 'float16'\).*'int4'"),
 ])
 def test_bad_config_values_are_named(make, message):
     with pytest.raises(ValueError, match=message):

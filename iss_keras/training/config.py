@@ -115,6 +115,4 @@ class RunOptions:
 
     def __post_init__(self):
         self.quantize = tuple(self.quantize)
-        bad = sorted(set(self.quantize) - set(QUANTIZE_CHOICES))
-        if bad:
-            raise ValueError(f"quantize takes {', '.join(QUANTIZE_CHOICES)}. Received: {bad}")
+        check_choices(self, "quantize")
