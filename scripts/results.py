@@ -388,7 +388,9 @@ def bidaf_table(runs):
     columns = ["config", "method", "EM / F1 sparse", "EM / F1 shrunk (same answers)",
                "LSTM units kept (g0, g1, g2; fw/bw)", "LSTM sizes after shrink",
                "weights outside embeddings", "multiply-adds / token",
-               "batch-1 ms Keras (sparse → shrunk)", "TFLite batch-1 ms", "what it is",
+               "batch-1 ms Keras (sparse → shrunk)", "TFLite batch-1 ms",
+               "the original's test (weights below its threshold zeroed, then shrunk): EM / F1, "
+               "LSTM sizes, weights outside embeddings", "what it is",
                "machine, backend, wall time, date, commit"]
     rows = []
     for config, r in runs.items():
@@ -406,9 +408,20 @@ def bidaf_table(runs):
             f"({r['macs_per_token'] / r['macs_per_token_after']:.2f}×)",
             f"{1e3 * speed.get('dense', 0):.1f} → {1e3 * speed.get('shrunk', 0):.1f}",
             f"{1e3 * tflite['shrunk']:.1f}" if "shrunk" in tflite else "—",
+            _bidaf_test_zeroed(r),
             "pipeline check, not a reproduction" if config in PIPELINE_CHECKS
             else "dev-article split (not SQuAD dev)", _where(r)])
     return _markdown(columns, rows)
+
+
+def _bidaf_test_zeroed(r):
+    """The cell of the original's README test (`--test_zero_threshold`), or "—" without it."""
+    if not r.get("test_zero_threshold"):
+        return "—"
+    return (f"< {r['test_zero_threshold']:g}: {r['test_em_shrunk_test_zeroed']:.2f} / "
+            f"{r['test_f1_shrunk_test_zeroed']:.2f}; "
+            f"{', '.join(str(n) for n in r['hidden_after_test_zeroed'][::2])}; "
+            f"{r['non_embedding_weights_after_test_zeroed']:,}")
 
 
 def anchors_table(anchors):

@@ -110,6 +110,12 @@ def test_bidaf_table_reads_em_f1_and_sizes():
     row = results_script.bidaf_table({"quick_iss": r}).splitlines()[2]
     assert "6.80 / 14.70 (yes)" in row and "21/8, 2/16, 9/12" in row and "| 21, 16, 12 |" in row
     assert "364,335 → 231,607" in row and "(1.97×)" in row and "pipeline check" in row
+    assert "| — | pipeline check" in row  # no test with zeroing: its cell says so
+    r.update(test_zero_threshold=0.02, test_em_shrunk_test_zeroed=6.1,
+             test_f1_shrunk_test_zeroed=13.25, hidden_after_test_zeroed=[9, 9, 4, 4, 7, 7],
+             non_embedding_weights_after_test_zeroed=101234)
+    row = results_script.bidaf_table({"cpu_d100_iss": r}).splitlines()[2]
+    assert "| < 0.02: 6.10 / 13.25; 9, 4, 7; 101,234 | dev-article split" in row
 
 
 def test_gate_neuron_rows_sit_beside_the_same_epoch_of_their_log():
