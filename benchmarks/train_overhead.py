@@ -18,6 +18,7 @@ after are recorded). Token ids are random: speed does not depend on the text.
 
     python benchmarks/train_overhead.py            # 2x200, vocab 10k, 20 steps, batch 20
     python benchmarks/train_overhead.py --quick    # smoke test
+    python benchmarks/train_overhead.py --xla      # TensorFlow: every step compiled with XLA
 """
 
 import json
@@ -47,6 +48,9 @@ def parse_args(argv=None):
     p = training_common.parser(__doc__.split("\n")[0], "runs/benchmarks/train_overhead.json",
                                 chunk_batches=40, repeats=7)
     p.add_argument("--no_torch", action="store_true")
+    p.add_argument("--xla", action="store_true",
+                   help="compile every Keras candidate's step with XLA (jit_compile=True; "
+                   "Keras leaves XLA off on a CPU-only TensorFlow machine, the trainers' --xla)")
     return training_common.parse(p, argv)
 
 
@@ -58,7 +62,8 @@ def keras_candidate(args, iss, enforce, x, y):
                                 if iss else None)
     groups = iss_keras.couple(model)
     model.compile(keras.optimizers.SGD(1.0 * t, global_clipnorm=5.0 / t),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=True if args.xla else "auto")
     callbacks = [iss_keras.ComponentEnforcer(groups, threshold=1e-4)] if enforce else []
 
     def run():
@@ -129,6 +134,7 @@ def main(argv=None):
     result = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "backend": keras.backend.backend(), "keras": keras.__version__,
+                    "xla": bool(args.xla or keras.backend.backend() == "jax"),
                     "load_average_before": list(load_before),
                     "cpu_busy_before": busy_before,
                     "load_average_after": list(os.getloadavg())},

@@ -541,11 +541,12 @@ def bidaf_step_table(result):
 
 
 def load_benchmarks(script):
-    """backend -> the JSON kept as benchmarks/results/<script>_<backend>.json."""
+    """Name -> the JSON kept as benchmarks/results/<script>_<name>.json (name: the backend,
+    e.g. `tensorflow`, or a variant of it, `tensorflow_xla`)."""
     found = {}
     for path in sorted(glob.glob(os.path.join(BENCHMARK_RESULTS, f"{script}_*.json"))):
-        result = load_benchmark(os.path.basename(path)[:-len(".json")])
-        found[result["machine"]["backend"]] = result
+        name = os.path.basename(path)[:-len(".json")]
+        found[name[len(script) + 1:]] = load_benchmark(name)
     return found
 
 
@@ -564,8 +565,10 @@ def train_overhead_table(results):
                "per-round CPU seconds vs plain: min / median / max",
                "machine load (1-min average) before → after, date"]
     rows = []
-    for backend, r in sorted(results.items()):
+    for _, r in sorted(results.items()):
         load = r["machine"]
+        backend = load["backend"] + (" + XLA" if load.get("xla") and load["backend"] ==
+                                     "tensorflow" else "")
         busy = load.get("cpu_busy_before")
         where = (f"{load['load_average_before'][0]:.2f} → {load['load_average_after'][0]:.2f} "
                  + (f"(CPUs {100 * busy:.0f} % busy with other work just before) "

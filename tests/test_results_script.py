@@ -96,6 +96,9 @@ def test_train_overhead_table_reads_the_benchmark_json():
     for text in ("ISSRegularizer + ZeroOut", "3,900 (3,000 – 4,050)", "1.026×",
                  "0.990 / 1.020 / 1.300", "2.50 → 3.25 on 2 cores, 2026-11-23"):
         assert text in rows[1], text
+    xla = {**r, "machine": {**r["machine"], "backend": "tensorflow", "xla": True}}
+    rows = results_script.train_overhead_table({"tensorflow_xla": xla, "jax": r}).splitlines()
+    assert rows[2].startswith("| jax | plain") and rows[4].startswith("| tensorflow + XLA | plain")
 
 
 def test_bidaf_table_reads_em_f1_and_sizes():

@@ -120,6 +120,18 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
         np.testing.assert_allclose(g, e, atol=1e-5)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's XLA option")
+def test_xla_option_compiles_the_tf_step_with_xla_and_trains_the_same_weights(tmp_path):
+    """`--xla` (ours): the step, ISS's penalty and ZeroOut included, compiled by XLA on a
+    CPU-only TensorFlow machine, where Keras's "auto" leaves it off; same weights."""
+    plain, xla = tiny_run(tmp_path / "plain", epochs=1), tiny_run(tmp_path / "xla", epochs=1,
+                                                                   xla=True)
+    expected, got = plain.train(), xla.train()
+    assert got.jit_compile is True and expected.jit_compile is False
+    for e, g in zip(expected.get_weights(), got.get_weights()):
+        np.testing.assert_allclose(g, e, atol=2e-4)
+
+
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
     workdir = str(tmp_path / "run")
     tiny_run(workdir, epochs=1).train()

@@ -54,6 +54,12 @@ class TrainConfig:
         "", "element: weights with |w| < 1e-4 get no update (their gradient is zeroed after "
         "clipping), so zeros stay zero; the ISS original's --freeze_mode for fine-tuning a "
         "sparse model (ptb_word_lm.py:221-247). Empty: off.", choices=FREEZE_MODES)
+    xla: bool = option(False, "On TensorFlow, compile the training step with XLA "
+                       "(jit_compile=True), which Keras leaves off on a machine without an "
+                       "accelerator; JAX always compiles with XLA, torch is not affected. The "
+                       "penalty, ZeroOut and optimizer update then run fused with the step: ISS's "
+                       "training overhead and the step's own time both drop "
+                       "(docs/deploy.md, 'Training overhead of ISS').", ours=True)
     seed: int = option(0, "Random seed (initializers, dropout).")
     test_checkpoint: str = option(
         "last", "Weights tested, rebuilt and exported: the last epoch's (the ptb original) or "
@@ -84,6 +90,11 @@ class TrainConfig:
     def keras_clipnorm(self, loss_scale):
         """The global clip norm for Keras's mean loss (None: no clipping)."""
         return self.max_grad_norm / loss_scale if self.max_grad_norm else None
+
+    def jit_compile(self):
+        """`Model.compile`'s `jit_compile`: True with `xla` under TensorFlow, else Keras's
+        own choice ("auto")."""
+        return True if self.xla and keras.backend.backend() == "tensorflow" else "auto"
 
     def make_optimizer(self, loss_scale):
         cls = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}[self.optimizer]

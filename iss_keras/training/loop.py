@@ -100,7 +100,8 @@ class Run:
             self.groups = discover_groups(model)
             self.sparsity.bind(model, self.groups)
             optimizer = place.optimizer(self.config.make_optimizer(self.task.loss_scale))
-            model.compile(optimizer, self.task.loss(), metrics=self.task.metrics())
+            model.compile(optimizer, self.task.loss(), metrics=self.task.metrics(),
+                          jit_compile=self.config.jit_compile())
             model.optimizer.build(model.trainable_variables)
         return model
 
