@@ -23,7 +23,7 @@ test-fast: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # README result tables from results/<trainer>/<config>/results.json, docs/deploy.md's training
-# overhead from benchmarks/results/train_overhead_<backend>.json (never typed by hand).
+# overhead from benchmarks/results/train_overhead_<backend>[_xla].json (never typed by hand).
 results-table: $(VENV)/.installed
 	$(BIN)/python scripts/results.py table
 
