@@ -42,6 +42,7 @@ from iss_keras.models.lstm_lm import lstm_language_model  # noqa: E402
 from iss_keras.sparsity import ISS, Sparsity, WeightZeroing  # noqa: E402
 from iss_keras.tasks.language_model import stream_batches  # noqa: E402
 from iss_keras.timing import interleaved_times, spread  # noqa: E402
+from iss_keras.training import TrainConfig  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -63,7 +64,7 @@ def keras_candidate(args, iss, enforce, x, y):
     groups = iss_keras.couple(model)
     model.compile(keras.optimizers.SGD(1.0 * t, global_clipnorm=5.0 / t),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=True if args.xla else "auto")
+                  jit_compile=TrainConfig(xla=args.xla).jit_compile())
     callbacks = [iss_keras.ComponentEnforcer(groups, threshold=1e-4)] if enforce else []
 
     def run():
@@ -134,7 +135,8 @@ def main(argv=None):
     result = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "backend": keras.backend.backend(), "keras": keras.__version__,
-                    "xla": bool(args.xla or keras.backend.backend() == "jax"),
+                    "xla": (keras.backend.backend() == "jax"
+                            or TrainConfig(xla=args.xla).jit_compile() is True),
                     "load_average_before": list(load_before),
                     "cpu_busy_before": busy_before,
                     "load_average_after": list(os.getloadavg())},
