@@ -5,7 +5,10 @@ Candidates, trained in turn on equal chunks of batches in one process:
   * iss_penalty: + ISSRegularizer on every LSTM and ZeroOut (|w| < 1e-4 -> 0)
     after every step, both inside the compiled train step;
   * iss_full: + ComponentEnforcer (whole-component zeroing and freezing after
-    every step, an eager callback), i.e. what ptb/train.py runs;
+    every step), i.e. what ptb/train.py runs: on TensorFlow inside the compiled
+    step (its default, in_step="auto"), under JAX from the callback after it;
+  * iss_full_after_step (TensorFlow only): the same with in_step=False, the
+    callback after each step, as before the enforcer moved into the step;
   * torch_reference: a plain PyTorch nn.LSTM trainer of the same shape, when
     torch is importable (the reference users would otherwise pick).
 
@@ -55,7 +58,7 @@ def parse_args(argv=None):
     return training_common.parse(p, argv)
 
 
-def keras_candidate(args, iss, enforce, x, y):
+def keras_candidate(args, iss, enforce, x, y, in_step="auto"):
     t = args.steps
     model = lstm_language_model(args.vocab_size, [args.hidden] * 2, batch_size=args.batch_size,
                                 steps=t, stateful=True, seed=0,
@@ -65,7 +68,8 @@ def keras_candidate(args, iss, enforce, x, y):
     model.compile(keras.optimizers.SGD(1.0 * t, global_clipnorm=5.0 / t),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=TrainConfig(xla=args.xla).jit_compile())
-    callbacks = [iss_keras.ComponentEnforcer(groups, threshold=1e-4)] if enforce else []
+    callbacks = ([iss_keras.ComponentEnforcer(groups, threshold=1e-4, in_step=in_step)]
+                 if enforce else [])
 
     def run():
         model.fit(x, y, batch_size=args.batch_size, epochs=1, shuffle=False, verbose=0,
@@ -122,6 +126,8 @@ def main(argv=None):
     candidates = {"plain": keras_candidate(args, False, False, x, y),
                   "iss_penalty": keras_candidate(args, True, False, x, y),
                   "iss_full": keras_candidate(args, True, True, x, y)}
+    if keras.backend.backend() == "tensorflow":
+        candidates["iss_full_after_step"] = keras_candidate(args, True, True, x, y, in_step=False)
     torch_note = "not importable"
     if not args.no_torch:
         try:

@@ -553,7 +553,10 @@ def load_benchmarks(script):
 TRAIN_OVERHEAD_CANDIDATES = {
     "plain": "plain",
     "iss_penalty": "+ ISSRegularizer + ZeroOut (in the compiled step)",
-    "iss_full": "+ ComponentEnforcer (zeroing and freezing whole units after every step)",
+    "iss_full": "+ ComponentEnforcer (zeroing and freezing whole units every step; on "
+                "TensorFlow inside the compiled step)",
+    "iss_full_after_step": "+ ComponentEnforcer from its callback after each step "
+                           "(`in_step=False`, as before)",
     "torch_reference": "PyTorch nn.LSTM reference"}
 
 

@@ -49,7 +49,7 @@ def test_threshold_mode_zeroes_whole_small_components_and_freezes_them():
         w = np.moveaxis(w, fp.axis, 0)
         w[fp.indices(4)[2]] *= 1e-3
         variables[fp.variable].assign(np.moveaxis(w, 0, fp.axis))
-    enforcer.on_train_begin()
+    enforcer.start()
     assert enforcer.enforce() == 1
     norms = np.sqrt(value(iss_keras.groups.group_sq_norms(family, variables)))
     assert norms[2] == 0.0 and np.all(norms[[0, 1, 3]] > 0.5)
@@ -119,3 +119,54 @@ def test_enforcer_norms_in_one_compiled_call_equal_the_op_by_op_norms(cell):
         for family in groups:
             eager = np.sqrt(value(iss_keras.groups.group_sq_norms(family, variables)))
             np.testing.assert_array_equal(compiled[family.name], eager)
+
+
+def _trained(in_step, mode, jit_compile=False):
+    """A small LSTM LM fitted with the enforcer; returns (weights, frozen, optimizer, model)."""
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([
+        keras.Input((6,), dtype="int32"), keras.layers.Embedding(20, 5),
+        keras.layers.LSTM(8, return_sequences=True, name="lstm",
+                          recurrent_regularizer=iss_keras.ISSRegularizer(0.05, proximal=mode == "proximal")),
+        keras.layers.Dense(20)])
+    groups = iss_keras.couple(model)
+    model.compile(keras.optimizers.SGD(0.5), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=jit_compile)
+    # Three units small enough for the threshold: zeroed on the first step, frozen after.
+    variables = iss_keras.groups.variables_by_path(model)
+    for fp in groups["lstm"].penalized:
+        w = np.moveaxis(value(variables[fp.variable]).astype(np.float32), fp.axis, 0)
+        w[fp.indices(8)[:3]] *= 1e-3
+        variables[fp.variable].assign(np.moveaxis(w, 0, fp.axis))
+    enforcer = iss_keras.ComponentEnforcer(groups, mode=mode, threshold=0.05, in_step=in_step)
+    x = np.random.default_rng(0).integers(0, 20, size=(32, 6)).astype("int32")
+    model.fit(x, np.roll(x, -1, axis=1), batch_size=8, epochs=2, verbose=0, callbacks=[enforcer])
+    return [value(v) for v in model.trainable_weights], enforcer.frozen["lstm"], model
+
+
+@pytest.mark.parametrize("mode,jit_compile", [("threshold", False), ("threshold", True),
+                                              ("proximal", False)])
+def test_enforcing_inside_the_compiled_step_equals_enforcing_after_it(mode, jit_compile):
+    after, frozen_after, _ = _trained(False, mode, jit_compile)
+    inside, frozen_inside, model = _trained(True, mode, jit_compile)
+    for a, b in zip(after, inside):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(frozen_inside, frozen_after)
+    assert frozen_inside[:3].all() and not frozen_inside[3:].all()
+    # After fit the optimizer is itself again, and a later fit without the enforcer does not
+    # enforce: a revived frozen unit stays revived.
+    assert "apply" not in vars(model.optimizer)
+    cell = model.layers[1].cell
+    rk = value(cell.recurrent_kernel).astype(np.float32)
+    rk[0, :] = 1.0
+    cell.recurrent_kernel.assign(rk)
+    x = np.zeros((8, 6), "int32")
+    model.fit(x, x, batch_size=8, epochs=1, verbose=0)
+    assert np.all(value(cell.recurrent_kernel)[0] != 0.0)
+
+
+def test_enforcer_rejects_bad_in_step():
+    with pytest.raises(ValueError, match="Received: in_step='yes'"):
+        iss_keras.ComponentEnforcer(None, in_step="yes")
+    with pytest.raises(ValueError, match="every_n_steps must be 1. Received: every_n_steps=2"):
+        iss_keras.ComponentEnforcer(None, in_step=True, every_n_steps=2)

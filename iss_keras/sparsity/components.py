@@ -17,11 +17,14 @@ ISS method (`iss_keras.sparsity.iss`), its target-size controller
   several variables; a constraint sees one): after every step it zeroes
   components whose norm is below a threshold (`"threshold"`), or applies the
   group soft-threshold of proximal gradient descent (`"proximal"`), and with
-  `freeze=True` keeps removed components at zero. [ours: the paper uses the
-  subgradient with per-weight zeroing, `WeightZeroing`.]
+  `freeze=True` keeps removed components at zero; on TensorFlow it runs
+  inside the compiled train step, after the optimizer's update. [ours: the
+  paper uses the subgradient with per-weight zeroing, `WeightZeroing`.]
   `component_multipliers` gives the per-variable factors that scale whole
   components.
 """
+
+import weakref
 
 import keras
 import numpy as np
@@ -162,26 +165,44 @@ def iss_penalty(model):
 
 
 def component_multipliers(family, factors, shapes):
-    """Per-variable multiplier arrays that scale component k by `factors[k]`.
+    """Per-variable multipliers that scale component k by `factors[k]`.
 
     A recurrent weight `R[i, g*H + j]` belongs to component i (its row) and to
     component j (its column), so it is scaled by both factors; a weight that
     belongs to one component through two footprints is scaled once.
+
+    Built with `keras.ops` from index arrays known when the model is built, so
+    it also runs inside a compiled train step with `factors` a tensor.
+
+    Args:
+        family: a `UnitFamily`.
+        factors: array or tensor of shape `(family.size,)`.
+        shapes: dict variable path -> its shape.
+
+    Returns:
+        dict path -> float32 tensor of that variable's shape.
     """
-    axis_factors = {}
+    factors = ops.convert_to_tensor(factors, "float32")
+    axis_vectors = {}
     for fp in family.penalized:
-        shape = shapes[fp.variable]
-        vectors = axis_factors.setdefault(fp.variable, [np.ones(n) for n in shape])
         index = fp.indices(family.size)
-        vectors[fp.axis][index] *= factors[:, None]
+        vector = ops.scatter_update(ops.ones((shapes[fp.variable][fp.axis],)),
+                                    index.reshape(-1, 1), ops.repeat(factors, index.shape[1]))
+        vectors = axis_vectors.setdefault(fp.variable, {})
+        vectors[fp.axis] = vectors[fp.axis] * vector if fp.axis in vectors else vector
     multipliers = {}
-    for path, vectors in axis_factors.items():
-        mult = vectors[0]
-        for vec in vectors[1:]:
-            mult = np.multiply.outer(mult, vec)
-        multipliers[path] = mult
+    for path, vectors in axis_vectors.items():
+        shape = tuple(shapes[path])
+        mult = None
+        for axis, vector in vectors.items():
+            vector = ops.reshape(vector, [n if a == axis else 1 for a, n in enumerate(shape)])
+            mult = vector if mult is None else mult * vector
+        multipliers[path] = ops.broadcast_to(mult, shape)
     for path, r, c in crossings(family, family.penalized):
-        multipliers[path][r, c] = factors[:, None, None] * np.ones_like(r * c)
+        rows, cols = np.broadcast_arrays(r, c)
+        index = np.stack([rows.reshape(-1), cols.reshape(-1)], axis=1)
+        multipliers[path] = ops.scatter_update(
+            multipliers[path], index, ops.repeat(factors, rows[0].size))
     return multipliers
 
 
@@ -195,6 +216,18 @@ def _compiled(fn):
         import jax
         return jax.jit(fn)
     return fn
+
+
+def _distributed():
+    """True inside a `tf.distribute` strategy other than the default one."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+    return tf.distribute.has_strategy()
+
+
+# optimizer -> the enforcers running inside its `apply` (see `ComponentEnforcer(in_step=...)`).
+_IN_STEP = weakref.WeakKeyDictionary()
 
 
 class ComponentEnforcer(keras.callbacks.Callback):
@@ -215,6 +248,16 @@ class ComponentEnforcer(keras.callbacks.Callback):
         strengths: for `"proximal"` on groups that are not ISS units (e.g. gate
             groups), dict family name -> strength; by default each family's
             strength is its layer's `ISSRegularizer`'s.
+        in_step: where the enforcement runs during `fit`. `True`: inside the
+            compiled train step, right after the optimizer's update (the
+            callback wraps `model.optimizer.apply` for the length of `fit`), so
+            a step needs no host copy and no Python after it; with
+            `"proximal"` the strengths are read when the step is traced.
+            `False`: from this callback after each step (one compiled call).
+            `"auto"` (default): in the step on TensorFlow when `every_n_steps`
+            is 1 and no `tf.distribute` strategy is active, else after it (JAX
+            updates variables statelessly, so the frozen mask could not be
+            carried through its step). Both give the same weights. [ours]
 
     Example:
 
@@ -225,7 +268,7 @@ class ComponentEnforcer(keras.callbacks.Callback):
     MODES = ("threshold", "proximal", "none")
 
     def __init__(self, groups, mode="threshold", threshold=1e-4, freeze=True, every_n_steps=1,
-                 strengths=None):
+                 strengths=None, in_step="auto"):
         super().__init__()
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}. Received: mode={mode!r}")
@@ -233,18 +276,40 @@ class ComponentEnforcer(keras.callbacks.Callback):
             raise ValueError(f"threshold must be > 0. Received: threshold={threshold}")
         if int(every_n_steps) < 1:
             raise ValueError(f"every_n_steps must be >= 1. Received: every_n_steps={every_n_steps}")
+        if in_step not in (True, False, "auto"):
+            raise ValueError(f"in_step must be True, False or 'auto'. Received: in_step={in_step!r}")
+        if in_step is True and int(every_n_steps) != 1:
+            raise ValueError(
+                f"in_step=True enforces after every step; every_n_steps must be 1. "
+                f"Received: every_n_steps={every_n_steps}")
         self.groups = groups
         self.mode = mode
         self.threshold = float(threshold)
         self.freeze = bool(freeze)
         self.every_n_steps = int(every_n_steps)
         self.strengths = None if strengths is None else {k: float(v) for k, v in strengths.items()}
-        self.frozen = {}
-        self._cache = {}
+        self.in_step = in_step
+        self._frozen = None
         self._norms_fn = None
+        self._enforce_fn = None
+        self._installed = None
         self._step = 0
 
+    @property
+    def frozen(self):
+        """Family name -> NumPy bool array: the components held at zero."""
+        return {name: np.asarray(ops.convert_to_numpy(v)) for name, v in self._frozen_state().items()}
+
+    def _frozen_state(self):
+        if self._frozen is None:
+            self._frozen = {f.name: keras.Variable(np.zeros(f.size, bool), dtype="bool",
+                                                   trainable=False, name=f"frozen_{i}")
+                            for i, f in enumerate(self.groups)}
+        return self._frozen
+
     def _strengths(self):
+        if self.mode != "proximal":
+            return {}
         if self.strengths is not None:
             return self.strengths
         regs = iss_regularizers(self.model)
@@ -255,81 +320,158 @@ class ComponentEnforcer(keras.callbacks.Callback):
                 f"recurrent layer to know its strength; missing on {missing}.")
         return {name: reg.strength for name, reg in regs.items()}
 
-    def on_train_begin(self, logs=None):
-        # Components already at zero (e.g. when resuming) stay frozen.
+    def start(self):
+        """Freeze the components that are zero now (e.g. when resuming); `fit` calls it."""
         norms = self._all_norms(variables_by_path(self.model))
-        for family in self.groups:
-            self.frozen[family.name] = norms[family.name] == 0.0
+        for name, frozen in self._frozen_state().items():
+            frozen.assign(norms[name] == 0.0)
         self._step = 0
 
+    def on_train_begin(self, logs=None):
+        self.start()
+        if self._runs_in_step():
+            self._install()
+
+    def on_train_end(self, logs=None):
+        self._uninstall()
+
+    def _runs_in_step(self):
+        if getattr(self.model, "optimizer", None) is None:
+            return False  # called outside fit, on a model that has no train step
+        if self.in_step == "auto":
+            return (keras.backend.backend() == "tensorflow" and self.every_n_steps == 1
+                    and not _distributed())
+        return self.in_step
+
+    def _paths(self, variables):
+        paths = sorted({fp.variable for family in self.groups for fp in family.penalized})
+        return paths, tuple(tuple(variables[p].shape) for p in paths)
+
     def _all_norms(self, variables):
-        """Family name -> its components' L2 norms (float64 NumPy), after every step.
+        """Family name -> its components' L2 norms (float64 NumPy).
 
         All families' squared norms come from one compiled call and reach the host in
-        one copy (computed op by op, they cost several times a compiled call, every step).
+        one copy (computed op by op, they cost several times a compiled call).
         """
-        paths = sorted({fp.variable for family in self.groups for fp in family.penalized})
-        shapes = tuple(tuple(variables[p].shape) for p in paths)
-        if self._norms_fn is None or self._norms_fn[0] != (paths, shapes):
+        key = self._paths(variables)
+        if self._norms_fn is None or self._norms_fn[0] != key:
             families = list(self.groups)
 
             def squared_norms(values):
                 return ops.concatenate([group_sq_norms(f, values) for f in families], axis=0)
 
-            self._norms_fn = ((paths, shapes), _compiled(squared_norms))
-        flat = self._norms_fn[1]({p: variables[p].value for p in paths})
+            self._norms_fn = (key, _compiled(squared_norms))
+        flat = self._norms_fn[1]({p: variables[p].value for p in key[0]})
         flat = np.sqrt(np.asarray(ops.convert_to_numpy(flat), np.float64))
         ends = np.cumsum([family.size for family in self.groups])
         return {family.name: part for family, part in
                 zip(self.groups, np.split(flat, ends[:-1]))}
 
-    def _multipliers(self, family, factors, variables):
-        """Device tensors scaling each variable; cached for 0/1 patterns (thresholding, freezing)."""
-        binary = bool(np.all((factors == 0.0) | (factors == 1.0)))
-        key = factors.astype(bool).tobytes() if binary else None
-        cached = self._cache.get(family.name)
-        if key is not None and cached is not None and cached[0] == key:
-            return cached[1]
-        shapes = {fp.variable: tuple(variables[fp.variable].shape) for fp in family.penalized}
-        mults = {path: ops.convert_to_tensor(mult, dtype=variables[path].dtype)
-                 for path, mult in component_multipliers(family, factors, shapes).items()}
-        if key is not None:
-            self._cache[family.name] = (key, mults)
-        return mults
+    def _enforced(self, values, frozen, lr, strengths):
+        """The enforcement as a function of tensors: (new values, new frozen masks, zero count).
+
+        `values`: path -> tensor of every penalized variable; `frozen`: family name -> bool
+        tensor; `lr` and `strengths` (family name -> scalar) matter in `"proximal"` mode.
+        """
+        shapes = {path: tuple(v.shape) for path, v in values.items()}
+        multipliers, new_frozen, zeros = {}, {}, 0
+        for family in self.groups:
+            norms = ops.sqrt(group_sq_norms(family, values))
+            if self.mode == "threshold":
+                factors = ops.where(norms < self.threshold, 0.0, 1.0)
+            elif self.mode == "proximal":
+                positive = norms > 0
+                step = ops.cast(lr, "float32") * ops.cast(strengths[family.name], "float32")
+                shrink = 1.0 - step / ops.where(positive, norms, 1.0)
+                factors = ops.where(positive, ops.maximum(0.0, shrink), 0.0)
+            else:
+                factors = ops.ones((family.size,))
+            if self.freeze:
+                factors = ops.where(frozen[family.name], 0.0, factors)
+                new_frozen[family.name] = factors == 0.0
+            zeros = zeros + ops.sum(ops.cast(factors == 0.0, "int32"))
+            for path, mult in component_multipliers(family, factors, shapes).items():
+                multipliers[path] = mult if path not in multipliers else multipliers[path] * mult
+        new_values = {path: values[path] * ops.cast(mult, values[path].dtype)
+                      for path, mult in multipliers.items()}
+        return new_values, new_frozen, zeros
+
+    def _assign(self, variables, new_values, new_frozen):
+        # Multiplied on the device: no copy of the weights to NumPy and back.
+        for path, value in new_values.items():
+            variables[path].assign(value)
+        for name, value in new_frozen.items():
+            self._frozen[name].assign(value)
+
+    def _enforce_now(self):
+        """One compiled call after a step; returns the zero count as a device scalar."""
+        variables = variables_by_path(self.model)
+        key = self._paths(variables)
+        if self._enforce_fn is None or self._enforce_fn[0] != key:
+            self._enforce_fn = (key, _compiled(self._enforced))
+        strengths = {name: ops.convert_to_tensor(s, "float32")
+                     for name, s in self._strengths().items()}
+        lr = ops.convert_to_tensor(
+            self.model.optimizer.learning_rate if strengths else 0.0, "float32")
+        frozen = {name: v.value for name, v in self._frozen_state().items()}
+        new_values, new_frozen, zeros = self._enforce_fn[1](
+            {p: variables[p].value for p in key[0]}, frozen, lr, strengths)
+        self._assign(variables, new_values, new_frozen)
+        return zeros
 
     def enforce(self):
         """Apply the enforcement once, now. Returns the number of zero components."""
+        return int(ops.convert_to_numpy(self._enforce_now()))
+
+    def _install(self):
+        """Run the enforcement inside the train step, after the optimizer's update."""
+        if keras.backend.backend() == "jax":
+            raise ValueError(
+                "ComponentEnforcer(in_step=True) cannot run under JAX: its train step updates "
+                "variables statelessly and would drop the frozen mask. Use in_step='auto' or False.")
+        self._uninstall()  # a fit that raised never reached on_train_end
+        optimizer = self.model.optimizer
+        if optimizer not in _IN_STEP:
+            _IN_STEP[optimizer] = []
+            enforcers, original = _IN_STEP[optimizer], optimizer.apply
+
+            def apply(grads, trainable_variables=None):
+                result = original(grads, trainable_variables)
+                for enforcer in enforcers:
+                    enforcer._enforce_in_step()
+                return result
+
+            optimizer.apply = apply
+        self._in_step_strengths = self._strengths()
+        self._frozen_state()
+        _IN_STEP[optimizer].append(self)
+        self._installed = optimizer
+        self.model.make_train_function(force=True)  # trace the step again, with the enforcement
+
+    def _enforce_in_step(self):
         variables = variables_by_path(self.model)
-        strengths = self._strengths() if self.mode == "proximal" else {}
-        lr = float(ops.convert_to_numpy(self.model.optimizer.learning_rate)) if strengths else 0.0
-        zero_total = 0
-        multipliers = {}
-        all_norms = self._all_norms(variables)
-        for family in self.groups:
-            norms = all_norms[family.name]
-            factors = np.ones(family.size)
-            if self.mode == "threshold":
-                factors[norms < self.threshold] = 0.0
-            elif self.mode == "proximal":
-                step = lr * strengths[family.name]
-                safe = np.where(norms > 0, norms, 1.0)
-                factors = np.where(norms > 0, np.maximum(0.0, 1.0 - step / safe), 0.0)
-            if self.freeze:
-                frozen = self.frozen.get(family.name, np.zeros(family.size, bool))
-                factors[frozen] = 0.0
-                self.frozen[family.name] = frozen | (factors == 0.0)
-            zero_total += int((factors == 0.0).sum())
-            if np.all((factors == 1.0) | (norms == 0.0)):
-                continue  # scaling only components that are already zero changes nothing
-            for path, mult in self._multipliers(family, factors, variables).items():
-                multipliers[path] = mult if path not in multipliers else ops.multiply(
-                    multipliers[path], mult)
-        # Multiply on the device: no copy of the weights to NumPy and back.
-        for path, mult in multipliers.items():
-            variables[path].assign(ops.multiply(variables[path], mult))
-        return zero_total
+        paths, _ = self._paths(variables)
+        strengths = self._in_step_strengths
+        new_values, new_frozen, _ = self._enforced(
+            {p: variables[p].value for p in paths},
+            {name: v.value for name, v in self._frozen.items()},
+            self.model.optimizer.learning_rate if strengths else 0.0, strengths)
+        self._assign(variables, new_values, new_frozen)
+
+    def _uninstall(self):
+        optimizer, self._installed = self._installed, None
+        if optimizer is None:
+            return
+        enforcers = _IN_STEP[optimizer]
+        enforcers.remove(self)
+        if not enforcers:
+            del _IN_STEP[optimizer]
+            del optimizer.apply  # back to the class's method
+        self.model.make_train_function(force=True)  # a later fit must not enforce
 
     def on_train_batch_end(self, batch, logs=None):
+        if self._installed is not None:
+            return
         self._step += 1
         if self._step % self.every_n_steps == 0:
-            self.enforce()
+            self._enforce_now()

@@ -591,7 +591,7 @@ class MagnitudePruning(SparsityMethod):
                 shapes = {fp.variable: tuple(variables[fp.variable].shape)
                           for fp in family.penalized}
                 for path, mult in component_multipliers(family, kept.astype(float), shapes).items():
-                    new[path] = new.get(path, True) & (mult != 0)
+                    new[path] = new.get(path, True) & (ops.convert_to_numpy(mult) != 0)
         return {path: self.masks[path] & new.get(path, True) for path in self.masks}
 
     def update_masks(self):

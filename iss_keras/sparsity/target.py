@@ -202,7 +202,7 @@ class TargetSize(keras.callbacks.Callback):
             enforcer.set_model(self.model)
         self._apply_scale()
         if self.reached is not None:
-            self._freezer.on_train_begin()
+            self._freezer.start()
 
     def _apply_scale(self):
         for name, reg in self._regs.items():
