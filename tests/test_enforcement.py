@@ -127,10 +127,12 @@ def _trained(in_step, mode, jit_compile=False):
     model = keras.Sequential([
         keras.Input((6,), dtype="int32"), keras.layers.Embedding(20, 5),
         keras.layers.LSTM(8, return_sequences=True, name="lstm",
-                          recurrent_regularizer=iss_keras.ISSRegularizer(0.05, proximal=mode == "proximal")),
+                          recurrent_regularizer=iss_keras.ISSRegularizer(
+                              0.05, proximal=mode == "proximal")),
         keras.layers.Dense(20)])
     groups = iss_keras.couple(model)
-    model.compile(keras.optimizers.SGD(0.5), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    model.compile(keras.optimizers.SGD(0.5),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=jit_compile)
     # Three units small enough for the threshold: zeroed on the first step, frozen after.
     variables = iss_keras.groups.variables_by_path(model)

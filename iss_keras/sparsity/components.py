@@ -257,7 +257,8 @@ class ComponentEnforcer(keras.callbacks.Callback):
             `"auto"` (default): in the step on TensorFlow when `every_n_steps`
             is 1 and no `tf.distribute` strategy is active, else after it (JAX
             updates variables statelessly, so the frozen mask could not be
-            carried through its step). Both give the same weights. [ours]
+            carried through its step). Both give the same weights, to float
+            rounding. [ours]
 
     Example:
 
@@ -277,7 +278,8 @@ class ComponentEnforcer(keras.callbacks.Callback):
         if int(every_n_steps) < 1:
             raise ValueError(f"every_n_steps must be >= 1. Received: every_n_steps={every_n_steps}")
         if in_step not in (True, False, "auto"):
-            raise ValueError(f"in_step must be True, False or 'auto'. Received: in_step={in_step!r}")
+            raise ValueError(
+                f"in_step must be True, False or 'auto'. Received: in_step={in_step!r}")
         if in_step is True and int(every_n_steps) != 1:
             raise ValueError(
                 f"in_step=True enforces after every step; every_n_steps must be 1. "
@@ -298,7 +300,8 @@ class ComponentEnforcer(keras.callbacks.Callback):
     @property
     def frozen(self):
         """Family name -> NumPy bool array: the components held at zero."""
-        return {name: np.asarray(ops.convert_to_numpy(v)) for name, v in self._frozen_state().items()}
+        return {name: np.asarray(ops.convert_to_numpy(v))
+                for name, v in self._frozen_state().items()}
 
     def _frozen_state(self):
         if self._frozen is None:
@@ -428,7 +431,8 @@ class ComponentEnforcer(keras.callbacks.Callback):
         if keras.backend.backend() == "jax":
             raise ValueError(
                 "ComponentEnforcer(in_step=True) cannot run under JAX: its train step updates "
-                "variables statelessly and would drop the frozen mask. Use in_step='auto' or False.")
+                "variables statelessly and would drop the frozen mask. Use in_step='auto' or "
+                "False.")
         self._uninstall()  # a fit that raised never reached on_train_end
         optimizer = self.model.optimizer
         if optimizer not in _IN_STEP:
