@@ -182,6 +182,17 @@ def component_multipliers(family, factors, shapes):
     Returns:
         dict path -> float32 tensor of that variable's shape.
     """
+    return {path: ops.broadcast_to(mult, tuple(shapes[path]))
+            for path, mult in _multipliers(family, factors, shapes).items()}
+
+
+def _multipliers(family, factors, shapes, binary=False):
+    """`component_multipliers`, each only broadcastable to its variable's shape (a product of
+    one vector per indexed axis: no full-size tensor is built for an elementwise multiply).
+
+    With `binary=True` (every factor 0 or 1) a weight in two footprints of one component is
+    left to both, as f * f = f: no full-size scatter for the crossings.
+    """
     factors = ops.convert_to_tensor(factors, "float32")
     axis_vectors = {}
     for fp in family.penalized:
@@ -197,12 +208,15 @@ def component_multipliers(family, factors, shapes):
         for axis, vector in vectors.items():
             vector = ops.reshape(vector, [n if a == axis else 1 for a, n in enumerate(shape)])
             mult = vector if mult is None else mult * vector
-        multipliers[path] = ops.broadcast_to(mult, shape)
+        multipliers[path] = mult
+    if binary:
+        return multipliers
     for path, r, c in crossings(family, family.penalized):
         rows, cols = np.broadcast_arrays(r, c)
         index = np.stack([rows.reshape(-1), cols.reshape(-1)], axis=1)
         multipliers[path] = ops.scatter_update(
-            multipliers[path], index, ops.repeat(factors, rows[0].size))
+            ops.broadcast_to(multipliers[path], tuple(shapes[path])), index,
+            ops.repeat(factors, rows[0].size))
     return multipliers
 
 
@@ -250,8 +264,9 @@ class ComponentEnforcer(keras.callbacks.Callback):
             strength is its layer's `ISSRegularizer`'s.
         in_step: where the enforcement runs during `fit`. `True`: inside the
             compiled train step, right after the optimizer's update (the
-            callback wraps `model.optimizer.apply` for the length of `fit`), so
-            a step needs no host copy and no Python after it; with
+            callback wraps `model.optimizer.apply` once and switches itself on
+            for the length of each `fit`), so a step needs no host copy and no
+            Python after it; with
             `"proximal"` the strengths are read when the step is traced.
             `False`: from this callback after each step (one compiled call).
             `"auto"` (default): in the step on TensorFlow when `every_n_steps`
@@ -295,6 +310,7 @@ class ComponentEnforcer(keras.callbacks.Callback):
         self._norms_fn = None
         self._enforce_fn = None
         self._installed = None
+        self._active = None
         self._step = 0
 
     @property
@@ -370,11 +386,12 @@ class ComponentEnforcer(keras.callbacks.Callback):
         return {family.name: part for family, part in
                 zip(self.groups, np.split(flat, ends[:-1]))}
 
-    def _enforced(self, values, frozen, lr, strengths):
+    def _enforced(self, values, frozen, lr, strengths, active=None):
         """The enforcement as a function of tensors: (new values, new frozen masks, zero count).
 
         `values`: path -> tensor of every penalized variable; `frozen`: family name -> bool
-        tensor; `lr` and `strengths` (family name -> scalar) matter in `"proximal"` mode.
+        tensor; `lr` and `strengths` (family name -> scalar) matter in `"proximal"` mode;
+        `active`, a bool scalar tensor, turns it into a no-op where False.
         """
         shapes = {path: tuple(v.shape) for path, v in values.items()}
         multipliers, new_frozen, zeros = {}, {}, 0
@@ -391,9 +408,13 @@ class ComponentEnforcer(keras.callbacks.Callback):
                 factors = ops.ones((family.size,))
             if self.freeze:
                 factors = ops.where(frozen[family.name], 0.0, factors)
-                new_frozen[family.name] = factors == 0.0
+            if active is not None:
+                factors = ops.where(active, factors, 1.0)
+            if self.freeze:
+                new_frozen[family.name] = ops.logical_or(factors == 0.0, frozen[family.name])
             zeros = zeros + ops.sum(ops.cast(factors == 0.0, "int32"))
-            for path, mult in component_multipliers(family, factors, shapes).items():
+            for path, mult in _multipliers(family, factors, shapes,
+                                           binary=self.mode != "proximal").items():
                 multipliers[path] = mult if path not in multipliers else multipliers[path] * mult
         new_values = {path: values[path] * ops.cast(mult, values[path].dtype)
                       for path, mult in multipliers.items()}
@@ -427,13 +448,18 @@ class ComponentEnforcer(keras.callbacks.Callback):
         return int(ops.convert_to_numpy(self._enforce_now()))
 
     def _install(self):
-        """Run the enforcement inside the train step, after the optimizer's update."""
+        """Run the enforcement inside the train step, after the optimizer's update.
+
+        The optimizer's `apply` is wrapped once and stays wrapped; the enforcement in it is
+        switched on by `on_train_begin` and off by `on_train_end` (a device flag), so fitting
+        again neither traces nor compiles the step again, and a later `fit` without this
+        callback does not enforce.
+        """
         if keras.backend.backend() == "jax":
             raise ValueError(
                 "ComponentEnforcer(in_step=True) cannot run under JAX: its train step updates "
                 "variables statelessly and would drop the frozen mask. Use in_step='auto' or "
                 "False.")
-        self._uninstall()  # a fit that raised never reached on_train_end
         optimizer = self.model.optimizer
         if optimizer not in _IN_STEP:
             _IN_STEP[optimizer] = []
@@ -446,11 +472,15 @@ class ComponentEnforcer(keras.callbacks.Callback):
                 return result
 
             optimizer.apply = apply
-        self._in_step_strengths = self._strengths()
-        self._frozen_state()
-        _IN_STEP[optimizer].append(self)
+        if self._active is None:
+            self._active = keras.Variable(False, dtype="bool", trainable=False, name="enforcing")
+        if self not in _IN_STEP[optimizer]:
+            self._in_step_strengths = self._strengths()
+            self._frozen_state()
+            _IN_STEP[optimizer].append(self)
+            self.model.make_train_function(force=True)  # trace the step again, with it
+        self._active.assign(True)
         self._installed = optimizer
-        self.model.make_train_function(force=True)  # trace the step again, with the enforcement
 
     def _enforce_in_step(self):
         variables = variables_by_path(self.model)
@@ -459,19 +489,14 @@ class ComponentEnforcer(keras.callbacks.Callback):
         new_values, new_frozen, _ = self._enforced(
             {p: variables[p].value for p in paths},
             {name: v.value for name, v in self._frozen.items()},
-            self.model.optimizer.learning_rate if strengths else 0.0, strengths)
+            self.model.optimizer.learning_rate if strengths else 0.0, strengths,
+            active=self._active.value)
         self._assign(variables, new_values, new_frozen)
 
     def _uninstall(self):
-        optimizer, self._installed = self._installed, None
-        if optimizer is None:
-            return
-        enforcers = _IN_STEP[optimizer]
-        enforcers.remove(self)
-        if not enforcers:
-            del _IN_STEP[optimizer]
-            del optimizer.apply  # back to the class's method
-        self.model.make_train_function(force=True)  # a later fit must not enforce
+        if self._installed is not None:
+            self._active.assign(False)
+            self._installed = None
 
     def on_train_batch_end(self, batch, logs=None):
         if self._installed is not None:
