@@ -386,61 +386,75 @@ class ComponentEnforcer(keras.callbacks.Callback):
         return {family.name: part for family, part in
                 zip(self.groups, np.split(flat, ends[:-1]))}
 
-    def _enforced(self, values, frozen, lr, strengths, active=None):
-        """The enforcement as a function of tensors: (new values, new frozen masks, zero count).
+    def _decided(self, values, frozen, lr, strengths, active=None):
+        """What to do, as a function of tensors: (factors, new frozen masks, zero count, changed).
 
         `values`: path -> tensor of every penalized variable; `frozen`: family name -> bool
         tensor; `lr` and `strengths` (family name -> scalar) matter in `"proximal"` mode;
-        `active`, a bool scalar tensor, turns it into a no-op where False.
+        `active`, a bool scalar tensor, turns it into a no-op where False. `factors`: family
+        name -> the factor of each component; `changed`: whether any weight would change,
+        i.e. a component that is not zero gets a factor other than 1.
         """
-        shapes = {path: tuple(v.shape) for path, v in values.items()}
-        multipliers, new_frozen, zeros = {}, {}, 0
+        factors, new_frozen, zeros, changed = {}, {}, 0, False
         for family in self.groups:
             norms = ops.sqrt(group_sq_norms(family, values))
             if self.mode == "threshold":
-                factors = ops.where(norms < self.threshold, 0.0, 1.0)
+                f = ops.where(norms < self.threshold, 0.0, 1.0)
             elif self.mode == "proximal":
                 positive = norms > 0
                 step = ops.cast(lr, "float32") * ops.cast(strengths[family.name], "float32")
                 shrink = 1.0 - step / ops.where(positive, norms, 1.0)
-                factors = ops.where(positive, ops.maximum(0.0, shrink), 0.0)
+                f = ops.where(positive, ops.maximum(0.0, shrink), 0.0)
             else:
-                factors = ops.ones((family.size,))
+                f = ops.ones((family.size,))
             if self.freeze:
-                factors = ops.where(frozen[family.name], 0.0, factors)
+                f = ops.where(frozen[family.name], 0.0, f)
             if active is not None:
-                factors = ops.where(active, factors, 1.0)
+                f = ops.where(active, f, 1.0)
             if self.freeze:
-                new_frozen[family.name] = ops.logical_or(factors == 0.0, frozen[family.name])
-            zeros = zeros + ops.sum(ops.cast(factors == 0.0, "int32"))
-            for path, mult in _multipliers(family, factors, shapes,
+                new_frozen[family.name] = ops.logical_or(f == 0.0, frozen[family.name])
+            zeros = zeros + ops.sum(ops.cast(f == 0.0, "int32"))
+            changed = ops.logical_or(changed, ops.any(ops.logical_and(f != 1.0, norms > 0)))
+            factors[family.name] = f
+        return factors, new_frozen, zeros, changed
+
+    def _scaled(self, values, factors):
+        """`values` (path -> tensor) with component k of each family scaled by its factor."""
+        shapes = {path: tuple(v.shape) for path, v in values.items()}
+        multipliers = {}
+        for family in self.groups:
+            for path, mult in _multipliers(family, factors[family.name], shapes,
                                            binary=self.mode != "proximal").items():
                 multipliers[path] = mult if path not in multipliers else multipliers[path] * mult
-        new_values = {path: values[path] * ops.cast(mult, values[path].dtype)
-                      for path, mult in multipliers.items()}
-        return new_values, new_frozen, zeros
+        return {path: values[path] * ops.cast(mult, values[path].dtype)
+                for path, mult in multipliers.items()}
 
-    def _assign(self, variables, new_values, new_frozen):
+    def _assign(self, variables, new_values):
         # Multiplied on the device: no copy of the weights to NumPy and back.
         for path, value in new_values.items():
             variables[path].assign(value)
-        for name, value in new_frozen.items():
-            self._frozen[name].assign(value)
 
-    def _enforce_now(self):
-        """One compiled call after a step; returns the zero count as a device scalar."""
-        variables = variables_by_path(self.model)
-        key = self._paths(variables)
-        if self._enforce_fn is None or self._enforce_fn[0] != key:
-            self._enforce_fn = (key, _compiled(self._enforced))
+    def _inputs(self, variables, paths):
         strengths = {name: ops.convert_to_tensor(s, "float32")
                      for name, s in self._strengths().items()}
         lr = ops.convert_to_tensor(
             self.model.optimizer.learning_rate if strengths else 0.0, "float32")
         frozen = {name: v.value for name, v in self._frozen_state().items()}
-        new_values, new_frozen, zeros = self._enforce_fn[1](
-            {p: variables[p].value for p in key[0]}, frozen, lr, strengths)
-        self._assign(variables, new_values, new_frozen)
+        return {p: variables[p].value for p in paths}, frozen, lr, strengths
+
+    def _enforce_now(self):
+        """Compiled calls after a step (the weights are scaled only where one changes); returns
+        the zero count as a device scalar."""
+        variables = variables_by_path(self.model)
+        key = self._paths(variables)
+        if self._enforce_fn is None or self._enforce_fn[0] != key:
+            self._enforce_fn = (key, _compiled(self._decided), _compiled(self._scaled))
+        values, frozen, lr, strengths = self._inputs(variables, key[0])
+        factors, new_frozen, zeros, changed = self._enforce_fn[1](values, frozen, lr, strengths)
+        for name, value in new_frozen.items():
+            self._frozen[name].assign(value)
+        if bool(ops.convert_to_numpy(changed)):
+            self._assign(variables, self._enforce_fn[2](values, factors))
         return zeros
 
     def enforce(self):
@@ -485,13 +499,21 @@ class ComponentEnforcer(keras.callbacks.Callback):
     def _enforce_in_step(self):
         variables = variables_by_path(self.model)
         paths, _ = self._paths(variables)
+        values = {p: variables[p].value for p in paths}
         strengths = self._in_step_strengths
-        new_values, new_frozen, _ = self._enforced(
-            {p: variables[p].value for p in paths},
-            {name: v.value for name, v in self._frozen.items()},
+        factors, new_frozen, _, changed = self._decided(
+            values, {name: v.value for name, v in self._frozen.items()},
             self.model.optimizer.learning_rate if strengths else 0.0, strengths,
             active=self._active.value)
-        self._assign(variables, new_values, new_frozen)
+        for name, value in new_frozen.items():
+            self._frozen[name].assign(value)
+
+        def scale():
+            self._assign(variables, self._scaled(values, factors))
+            return ops.convert_to_tensor(True)
+
+        # Scaled only where a weight changes, as after the step; a pass over the weights less.
+        ops.cond(changed, scale, lambda: ops.convert_to_tensor(False))
 
     def _uninstall(self):
         if self._installed is not None:
