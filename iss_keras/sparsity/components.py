@@ -448,12 +448,21 @@ class ComponentEnforcer(keras.callbacks.Callback):
         variables = variables_by_path(self.model)
         key = self._paths(variables)
         if self._enforce_fn is None or self._enforce_fn[0] != key:
-            self._enforce_fn = (key, _compiled(self._decided), _compiled(self._scaled))
+            def decide(values, frozen, lr, strengths):
+                factors, new_frozen, zeros, changed = self._decided(values, frozen, lr, strengths)
+                refrozen = False
+                for name, mask in new_frozen.items():
+                    refrozen = ops.logical_or(refrozen, ops.any(mask != frozen[name]))
+                return factors, new_frozen, zeros, ops.stack([changed, refrozen])
+
+            self._enforce_fn = (key, _compiled(decide), _compiled(self._scaled))
         values, frozen, lr, strengths = self._inputs(variables, key[0])
-        factors, new_frozen, zeros, changed = self._enforce_fn[1](values, frozen, lr, strengths)
-        for name, value in new_frozen.items():
-            self._frozen[name].assign(value)
-        if bool(ops.convert_to_numpy(changed)):
+        factors, new_frozen, zeros, flags = self._enforce_fn[1](values, frozen, lr, strengths)
+        changed, refrozen = np.asarray(ops.convert_to_numpy(flags))  # one copy to the host
+        if refrozen:
+            for name, value in new_frozen.items():
+                self._frozen[name].assign(value)
+        if changed:
             self._assign(variables, self._enforce_fn[2](values, factors))
         return zeros
 
