@@ -122,7 +122,7 @@ def test_enforcer_norms_in_one_compiled_call_equal_the_op_by_op_norms(cell):
 
 
 def _trained(in_step, mode, jit_compile=False):
-    """A small LSTM LM fitted with the enforcer; returns (weights, frozen, optimizer, model)."""
+    """A small LSTM LM fitted with the enforcer; returns (weights, frozen masks, model)."""
     keras.utils.set_random_seed(1)
     model = keras.Sequential([
         keras.Input((6,), dtype="int32"), keras.layers.Embedding(20, 5),
@@ -141,8 +141,13 @@ def _trained(in_step, mode, jit_compile=False):
         w[fp.indices(8)[:3]] *= 1e-3
         variables[fp.variable].assign(np.moveaxis(w, 0, fp.axis))
     enforcer = iss_keras.ComponentEnforcer(groups, mode=mode, threshold=0.05, in_step=in_step)
+    where = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: seen.add(
+        enforcer._installed is model.optimizer))
+    seen = set()
     x = np.random.default_rng(0).integers(0, 20, size=(32, 6)).astype("int32")
-    model.fit(x, np.roll(x, -1, axis=1), batch_size=8, epochs=2, verbose=0, callbacks=[enforcer])
+    model.fit(x, np.roll(x, -1, axis=1), batch_size=8, epochs=2, verbose=0,
+              callbacks=[enforcer, where])
+    assert seen == {in_step != False}  # noqa: E712 (in the step for True and "auto")
     if in_step:  # fitting again with it neither traces nor compiles the step again
         step = model.train_function
         model.fit(x[:8], x[:8], batch_size=8, epochs=1, verbose=0, callbacks=[enforcer])
@@ -153,10 +158,11 @@ def _trained(in_step, mode, jit_compile=False):
 
 
 @pytest.mark.parametrize("mode,jit_compile", [("threshold", False), ("threshold", True),
-                                              ("proximal", False)])
+                                              ("proximal", True)])
 def test_enforcing_inside_the_compiled_step_equals_enforcing_after_it(mode, jit_compile):
     after, frozen_after, _ = _trained(False, mode, jit_compile)
-    inside, frozen_inside, model = _trained(True, mode, jit_compile)
+    inside, frozen_inside, model = _trained(True if mode == "proximal" else "auto", mode,
+                                            jit_compile)
     for a, b in zip(after, inside):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(frozen_inside, frozen_after)

@@ -24,8 +24,6 @@ ISS method (`iss_keras.sparsity.iss`), its target-size controller
   components.
 """
 
-import weakref
-
 import keras
 import numpy as np
 from keras import ops
@@ -232,16 +230,14 @@ def _compiled(fn):
     return fn
 
 
-def _distributed():
-    """True inside a `tf.distribute` strategy other than the default one."""
+def _distributed(model):
+    """True when `model` trains under a `tf.distribute` strategy (Keras keeps the one it was
+    built in; `fit` itself runs outside its scope)."""
     if keras.backend.backend() != "tensorflow":
         return False
     import tensorflow as tf
-    return tf.distribute.has_strategy()
-
-
-# optimizer -> the enforcers running inside its `apply` (see `ComponentEnforcer(in_step=...)`).
-_IN_STEP = weakref.WeakKeyDictionary()
+    return (getattr(model, "_distribute_strategy", None) is not None
+            or tf.distribute.has_strategy())
 
 
 class ComponentEnforcer(keras.callbacks.Callback):
@@ -266,14 +262,14 @@ class ComponentEnforcer(keras.callbacks.Callback):
             compiled train step, right after the optimizer's update (the
             callback wraps `model.optimizer.apply` once and switches itself on
             for the length of each `fit`), so a step needs no host copy and no
-            Python after it; with
-            `"proximal"` the strengths are read when the step is traced.
-            `False`: from this callback after each step (one compiled call).
-            `"auto"` (default): in the step on TensorFlow when `every_n_steps`
-            is 1 and no `tf.distribute` strategy is active, else after it (JAX
-            updates variables statelessly, so the frozen mask could not be
-            carried through its step). Both give the same weights, to float
-            rounding. [ours]
+            Python after it. `False`: from this callback after each step (two
+            compiled calls). `"auto"` (default): in the step on TensorFlow when
+            `every_n_steps` is 1 and the model is not under a `tf.distribute`
+            strategy, else after it (JAX updates variables statelessly, so the
+            frozen mask could not be carried through its step). Both give the
+            same weights, to float rounding, with one step per execution and
+            no other callback changing weights after a step (in the step, the
+            enforcement runs before every callback). [ours]
 
     Example:
 
@@ -311,6 +307,8 @@ class ComponentEnforcer(keras.callbacks.Callback):
         self._enforce_fn = None
         self._installed = None
         self._active = None
+        self._strength_variables = {}
+        self._in_step_model = None
         self._step = 0
 
     @property
@@ -359,7 +357,7 @@ class ComponentEnforcer(keras.callbacks.Callback):
             return False  # called outside fit, on a model that has no train step
         if self.in_step == "auto":
             return (keras.backend.backend() == "tensorflow" and self.every_n_steps == 1
-                    and not _distributed())
+                    and not _distributed(self.model))
         return self.in_step
 
     def _paths(self, variables):
@@ -476,17 +474,25 @@ class ComponentEnforcer(keras.callbacks.Callback):
         The optimizer's `apply` is wrapped once and stays wrapped; the enforcement in it is
         switched on by `on_train_begin` and off by `on_train_end` (a device flag), so fitting
         again neither traces nor compiles the step again, and a later `fit` without this
-        callback does not enforce.
+        callback does not enforce (unless a `fit` with it raised before its end).
         """
         if keras.backend.backend() == "jax":
             raise ValueError(
                 "ComponentEnforcer(in_step=True) cannot run under JAX: its train step updates "
                 "variables statelessly and would drop the frozen mask. Use in_step='auto' or "
                 "False.")
+        if _distributed(self.model):
+            raise ValueError(
+                "ComponentEnforcer(in_step=True) cannot run under a tf.distribute strategy: "
+                "the replicas' step cannot assign mirrored weights. Use in_step='auto' or False.")
+        if self._in_step_model is not None and self._in_step_model is not self.model:
+            raise ValueError(
+                "This ComponentEnforcer already enforces inside another model's train step; "
+                "create one ComponentEnforcer per model.")
         optimizer = self.model.optimizer
-        if optimizer not in _IN_STEP:
-            _IN_STEP[optimizer] = []
-            enforcers, original = _IN_STEP[optimizer], optimizer.apply
+        enforcers = getattr(optimizer, "_iss_enforcers", None)
+        if enforcers is None:
+            enforcers, original = [], optimizer.apply
 
             def apply(grads, trainable_variables=None):
                 result = original(grads, trainable_variables)
@@ -494,25 +500,33 @@ class ComponentEnforcer(keras.callbacks.Callback):
                     enforcer._enforce_in_step()
                 return result
 
-            optimizer.apply = apply
+            # Plain attributes: Keras's attribute tracking must not wrap the list.
+            object.__setattr__(optimizer, "_iss_enforcers", enforcers)
+            object.__setattr__(optimizer, "apply", apply)
         if self._active is None:
             self._active = keras.Variable(False, dtype="bool", trainable=False, name="enforcing")
-        if self not in _IN_STEP[optimizer]:
-            self._in_step_strengths = self._strengths()
-            self._frozen_state()
-            _IN_STEP[optimizer].append(self)
+            self._strength_variables = {
+                name: keras.Variable(s, dtype="float32", trainable=False, name=f"strength_{i}")
+                for i, (name, s) in enumerate(sorted(self._strengths().items()))}
+        for name, s in self._strengths().items():  # read again at every fit
+            self._strength_variables[name].assign(s)
+        self._frozen_state()
+        self._in_step_model = self.model
+        if self not in enforcers:
+            enforcers.append(self)
             self.model.make_train_function(force=True)  # trace the step again, with it
         self._active.assign(True)
         self._installed = optimizer
 
     def _enforce_in_step(self):
-        variables = variables_by_path(self.model)
+        model = self._in_step_model
+        variables = variables_by_path(model)
         paths, _ = self._paths(variables)
         values = {p: variables[p].value for p in paths}
-        strengths = self._in_step_strengths
+        strengths = {name: v.value for name, v in self._strength_variables.items()}
         factors, new_frozen, _, changed = self._decided(
             values, {name: v.value for name, v in self._frozen.items()},
-            self.model.optimizer.learning_rate if strengths else 0.0, strengths,
+            model.optimizer.learning_rate if strengths else 0.0, strengths,
             active=self._active.value)
         for name, value in new_frozen.items():
             self._frozen[name].assign(value)

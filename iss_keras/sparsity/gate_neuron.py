@@ -130,9 +130,11 @@ class GateNeuronPruning(StructuredRebuild, SparsityMethod):
         for kind in ("inputs", "hidden", "gates"):
             families = self._groups.get(kind)
             if families and self.group_strength:
+                # After the step, in this order: the element-wise prox, then each group's
+                # (inside the step the group prox would run before the callbacks).
                 out.append(ComponentEnforcer(families, mode="proximal", freeze=False,
                                              strengths={f.name: self.group_strength
-                                                        for f in families}))
+                                                        for f in families}, in_step=False))
         return out
 
     def get_config(self):

@@ -292,4 +292,4 @@ class TargetSize(keras.callbacks.Callback):
                         / max(1, report.totals["macs_per_token_after"]),
                         "active_units": [row["active_units"] for row in report.layers]}
         self._apply_scale()
-        self._freezer.on_train_begin()
+        self._freezer.start()
