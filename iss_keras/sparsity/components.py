@@ -259,7 +259,8 @@ class ComponentEnforcer(keras.callbacks.Callback):
             groups), dict family name -> strength; by default each family's
             strength is its layer's `ISSRegularizer`'s.
         in_step: where the enforcement runs during `fit`. `True`: inside the
-            compiled train step, right after the optimizer's update (the
+            train step (compiled on TensorFlow; op by op under torch, whose
+            step is eager), right after the optimizer's update (the
             callback wraps `model.optimizer.apply` once and switches itself on
             for the length of each `fit`), so a step needs no host copy and no
             Python after it. `False`: from this callback after each step (two
